@@ -109,3 +109,8 @@ pub use error::{BodyError, DecodeError, DecodeErrorKind, EncodeError};
 pub use header::{Header, Incomplete, Limits, Status};
 pub use packet::{ArrayPacket, Frame, Packet, encode_array_packet, encode_packet};
 pub use vars::{PacketBuilder, Vars, VarsIter, encode_vars, vars_len};
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
