@@ -107,8 +107,8 @@ impl OwnedPacket {
 
     /// The validated vars, borrowed from this packet.
     pub fn vars(&self) -> Vars<'_> {
-        // Validated in `Decoder::decode`, and the bytes are immutable since.
-        Vars::parse(&self.body, self.len).unwrap_or(Vars::empty())
+        // Validated in `Decoder::decode`; `Bytes` are immutable, so it still holds.
+        Vars::from_validated(&self.body, self.len)
     }
 
     /// A borrowed view, for code written against [`Packet`].

@@ -97,6 +97,11 @@ impl<'a> Vars<'a> {
         Ok(Self { body, len })
     }
 
+    /// A body that [`Vars::parse`] has already accepted, with the count it found.
+    pub(crate) const fn from_validated(body: &'a [u8], len: usize) -> Self {
+        Self { body, len }
+    }
+
     /// An empty dictionary.
     pub const fn empty() -> Self {
         Self { body: &[], len: 0 }
