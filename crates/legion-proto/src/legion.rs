@@ -89,6 +89,8 @@ pub struct Member {
     last_seen: Instant,
     checksum: u64,
     vote: (u64, NodeUuid),
+    /// Its last announce said it is lord (`lord` field not 0).
+    claims_lord: bool,
     ext: Option<Extension>,
     addr: SocketAddr,
 }
@@ -117,6 +119,11 @@ impl Member {
     /// The candidate it votes for: `(lord_valor, lord_uuid)`.
     pub fn vote(&self) -> (u64, NodeUuid) {
         self.vote
+    }
+
+    /// Whether its last announce said it is lord.
+    pub fn claims_lord(&self) -> bool {
+        self.claims_lord
     }
 
     /// Whether it runs this crate (its announces carry the extension key).
@@ -186,7 +193,8 @@ pub struct Legion {
     /// The highest lord epoch seen (own or announced by a member).
     epoch: u64,
     last_quorum_warning: Option<Instant>,
-    last_compat_send: Option<Instant>,
+    /// When each configured target was last sent an announce, in configuration order.
+    sent: Vec<(SocketAddr, Option<Instant>)>,
     last_fast_send: Option<Instant>,
     said: Option<Said>,
     transmits: VecDeque<Transmit>,
@@ -248,7 +256,7 @@ impl Legion {
             lord_scroll: Vec::new(),
             epoch: 0,
             last_quorum_warning: None,
-            last_compat_send: None,
+            sent: Vec::new(),
             last_fast_send: None,
             said: None,
             transmits: VecDeque::new(),
@@ -257,7 +265,7 @@ impl Legion {
             stats: Stats::default(),
         };
         // The largest announce this node can send must fit a datagram uWSGI can receive.
-        let mut probe = legion.announce(now);
+        let mut probe = legion.build_announce(now);
         probe.unix = u64::MAX;
         probe.lord = u64::MAX;
         probe.pid = u64::MAX;
@@ -269,10 +277,11 @@ impl Legion {
             return Err(ConfigError::ScrollTooLarge { len: legion.config.scroll.len(), max: MAX_DATAGRAM });
         }
         legion.phase = Phase::Warmup { until: now + legion.config.freq };
+        legion.sent = legion.config.nodes.iter().map(|&a| (a, None)).collect();
         legion.emit(EventKind::Setup);
         // Beyond uWSGI (which waits one period): announce at once, so peers learn of this
         // node a period sooner. One datagram, so no uWSGI peer is disturbed by it.
-        legion.send_compat(now, false);
+        legion.send_to_all(now, false);
         Ok(legion)
     }
 
@@ -319,7 +328,7 @@ impl Legion {
                 // suspension, so the node rejoins instead of announcing death forever.
                 self.phase = Phase::Running;
                 self.dead_flag = false;
-                self.last_compat_send = None;
+                self.sent.iter_mut().for_each(|(_, t)| *t = None);
             }
             _ => {}
         }
@@ -327,9 +336,12 @@ impl Legion {
             self.election_round(now);
         }
         if matches!(self.phase, Phase::Warmup { .. } | Phase::Running) {
-            if self.compat_due() <= now {
-                self.send_compat(now, false);
-            } else if self.fast_due().is_some_and(|t| t <= now) {
+            let due: Vec<SocketAddr> =
+                self.sent.iter().filter(|(a, t)| self.target_due(*a, *t) <= now).map(|(a, _)| *a).collect();
+            if !due.is_empty() {
+                self.send_to_targets(now, due);
+            }
+            if self.fast_due().is_some_and(|t| t <= now) {
                 self.send_fast(now, false);
             }
         }
@@ -353,7 +365,16 @@ impl Legion {
         self.emit(EventKind::Unlord { reason: UnlordReason::LordActionFailed });
         self.phase = Phase::Suspended { until: now + suspension };
         self.dead_flag = true;
-        self.send_compat(now, true);
+        self.send_to_all(now, true);
+    }
+
+    /// Queues an announce to every target now, as the periodic timer would, and restarts
+    /// the announce period from now. Does nothing while suspended or after leaving.
+    pub fn announce(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if matches!(self.phase, Phase::Warmup { .. } | Phase::Running) {
+            self.send_to_all(now, false);
+        }
     }
 
     /// Leaves the legion: emits [`EventKind::Death`] and queues a death announce to every
@@ -367,7 +388,7 @@ impl Legion {
         }
         self.emit(EventKind::Death);
         self.dead_flag = true;
-        self.send_compat(now, true);
+        self.send_to_all(now, true);
         self.lordship = None;
         self.phase = Phase::Left;
     }
@@ -397,7 +418,7 @@ impl Legion {
         [
             phase_deadline,
             expiry,
-            sending.then(|| self.compat_due()),
+            sending.then(|| self.sent.iter().map(|(a, t)| self.target_due(*a, *t)).min()).flatten(),
             sending.then(|| self.fast_due()).flatten(),
         ]
         .into_iter()
@@ -560,6 +581,7 @@ impl Legion {
                         last_seen: now,
                         checksum: 0,
                         vote: (0, NodeUuid::NIL),
+                        claims_lord: false,
                         ext: None,
                         addr: from,
                     });
@@ -571,20 +593,28 @@ impl Legion {
             m.last_seen = now;
             m.checksum = a.checksum;
             m.vote = (a.lord_valor, a.lord_uuid);
+            m.claims_lord = a.lord != 0;
             m.ext = a.ext.filter(|e| e.version >= 1);
             m.addr = from;
             let extended = m.ext.is_some();
+            let better_claimant =
+                m.claims_lord && (u64::from(valor), a.uuid) > (u64::from(self.config.valor), self.uuid);
             if let Some(e) = m.ext {
                 self.epoch = self.epoch.max(e.epoch);
             }
-            // Align to uWSGI traffic (spec §3.2): uWSGI nodes announce in phase because a
-            // receipt restarts their wait; answering right after their announce keeps
-            // this node in that phase, so it never starves them.
-            if !extended
-                && matches!(self.phase, Phase::Warmup { .. } | Phase::Running)
-                && self.last_compat_send.is_none_or(|t| now >= t + self.compat_interval() / 2)
-            {
-                self.send_compat(now, false);
+            // Beyond uWSGI: a lord that hears a better node claiming lordship (after a
+            // lossy spell made each side expire the other) steps down at once instead of
+            // waiting for the membership to agree again, so two lords that hear each
+            // other never coexist. The election then settles on the best node as usual.
+            if better_claimant && self.lordship.take().is_some() {
+                self.emit(EventKind::Unlord { reason: UnlordReason::NewLord });
+            }
+            // Align to uWSGI traffic (spec §3.2): a receipt restarts a uWSGI node's wait,
+            // and a burst in a later whole second than its last announce can silence it
+            // (edge case 4.17). So a possible uWSGI node hears from this node only right
+            // after its own announce, in the same second as it.
+            if !extended && matches!(self.phase, Phase::Warmup { .. } | Phase::Running) {
+                self.answer_uwsgi(now, from);
             }
         }
         // uWSGI skips the round after a death announce; running it at once lets members
@@ -658,7 +688,11 @@ impl Legion {
                 self.joined = true;
                 self.emit(EventKind::Join);
             }
-            if i_am_best && self.lordship.is_none() {
+            // Beyond uWSGI: a new lord waits until no member still claims lordship (the
+            // old lord announces `lord 0` once it has seen the agreement), so two nodes
+            // that hear each other are never lord at once. uWSGI takes over at once and
+            // both are lord for up to one announce period.
+            if i_am_best && self.lordship.is_none() && !self.members.iter().any(|m| m.claims_lord) {
                 self.become_lord(now);
             } else if !i_am_best && self.lordship.is_some() {
                 self.lordship = None;
@@ -687,8 +721,12 @@ impl Legion {
         self.agreed = Some(LordInfo { valor: self.config.valor, uuid: self.uuid });
         let seq = self.emit(EventKind::Lord);
         self.lordship = Some(Lordship { since_unix: self.unix(now), event_seq: seq });
-        // uWSGI announces at once when it becomes lord (spec §3.2, 2.), to every target.
-        self.send_compat(now, true);
+        // uWSGI announces at once when it becomes lord (spec §3.2, 2.). This node does so
+        // to every target except the uWSGI nodes it answers in phase (the `lord` field is
+        // informational for them; they learn it at their next announce).
+        let dests: Vec<SocketAddr> =
+            self.sent.iter().map(|(a, _)| *a).filter(|a| !self.is_uwsgi_target(*a)).collect();
+        self.send_to_targets(now, dests);
     }
 
     fn emit(&mut self, kind: EventKind) -> u64 {
@@ -706,9 +744,41 @@ impl Legion {
         self.config.freq.max(MIN_COMPAT_INTERVAL)
     }
 
-    /// When the next announce to every target is due.
-    fn compat_due(&self) -> Instant {
-        self.last_compat_send.map_or(self.start, |t| t + self.compat_interval())
+    /// Whether a member without the extension key (so possibly uWSGI) was last heard
+    /// from this configured target's address.
+    fn is_uwsgi_target(&self, addr: SocketAddr) -> bool {
+        self.members.iter().any(|m| m.ext.is_none() && m.addr == addr)
+    }
+
+    /// When a configured target is due its periodic announce. A uWSGI target is answered
+    /// right after its own announces ([`Self::answer_uwsgi`]); its timer is only the
+    /// fallback for when those stop arriving.
+    fn target_due(&self, addr: SocketAddr, last: Option<Instant>) -> Instant {
+        let interval = self.compat_interval();
+        match last {
+            None => self.start,
+            Some(t) if self.is_uwsgi_target(addr) => t + interval + interval / 2,
+            Some(t) => t + interval,
+        }
+    }
+
+    /// Answers an announce from a member without the extension key, received from
+    /// `from`, in its phase: to `from` itself when it is a configured target, otherwise
+    /// (a multicast group, or an address not configured) to the targets that are not known
+    /// nodes, so the group stays in the uWSGI nodes' phase. At most once per half period.
+    fn answer_uwsgi(&mut self, now: Instant, from: SocketAddr) {
+        let half = self.compat_interval() / 2;
+        let ready = |t: Option<Instant>| t.is_none_or(|t| now >= t + half);
+        let dests: Vec<SocketAddr> = if self.sent.iter().any(|(a, _)| *a == from) {
+            self.sent.iter().filter(|(a, t)| *a == from && ready(*t)).map(|(a, _)| *a).collect()
+        } else {
+            self.sent
+                .iter()
+                .filter(|(a, t)| ready(*t) && !self.members.iter().any(|m| m.addr == *a))
+                .map(|(a, _)| *a)
+                .collect()
+        };
+        self.send_to_targets(now, dests);
     }
 
     /// When the next fast announce to extended peers is due (only with a sub-second freq).
@@ -719,7 +789,7 @@ impl Legion {
         {
             return None;
         }
-        let last = self.last_fast_send.or(self.last_compat_send)?;
+        let last = self.last_fast_send?;
         Some(last + self.config.freq)
     }
 
@@ -727,7 +797,7 @@ impl Legion {
         self.members.iter().any(|m| m.ext.is_some())
     }
 
-    fn announce(&self, now: Instant) -> Announce {
+    fn build_announce(&self, now: Instant) -> Announce {
         Announce {
             legion: self.config.legion.clone(),
             valor: u64::from(self.config.valor),
@@ -766,7 +836,7 @@ impl Legion {
             return;
         }
         // `new` checked that the largest possible announce seals.
-        let Ok(payload) = wire::seal(&self.config.crypto, &self.announce(now)) else { return };
+        let Ok(payload) = wire::seal(&self.config.crypto, &self.build_announce(now)) else { return };
         self.stats.announces_sent += 1;
         if triggered {
             self.stats.triggered_announces += 1;
@@ -782,17 +852,30 @@ impl Legion {
         self.said = Some(self.said_now());
     }
 
-    /// An announce to every configured target (and every extended member), paced for uWSGI.
-    fn send_compat(&mut self, now: Instant, triggered: bool) {
+    /// An announce to every configured target and every extended member, at once: the
+    /// first announce, `announce()`, and death announces.
+    fn send_to_all(&mut self, now: Instant, triggered: bool) {
         let mut dests = self.config.nodes.clone();
         for m in self.members.iter().filter(|m| m.ext.is_some()) {
             if !dests.contains(&m.addr) {
                 dests.push(m.addr);
             }
         }
-        self.last_compat_send = Some(now);
+        for (_, t) in &mut self.sent {
+            *t = Some(now);
+        }
         self.last_fast_send = Some(now);
         self.send(now, dests, triggered);
+    }
+
+    /// A periodic announce to some configured targets.
+    fn send_to_targets(&mut self, now: Instant, dests: Vec<SocketAddr>) {
+        for (a, t) in &mut self.sent {
+            if dests.contains(a) {
+                *t = Some(now);
+            }
+        }
+        self.send(now, dests, false);
     }
 
     /// An announce to the members that run this crate only: never to a uWSGI node.
