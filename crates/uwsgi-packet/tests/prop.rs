@@ -145,7 +145,7 @@ proptest! {
     #[test]
     fn prop_encoder_never_writes_on_error(big in 65_536usize..70_000, pairs in pairs()) {
         let mut out = Vec::new();
-        let mut with_big = pairs.clone();
+        let mut with_big = pairs;
         with_big.push((b"K".to_vec(), vec![0; big]));
         prop_assert_eq!(encode_packet(0, 0, &with_big, &mut out), Err(EncodeError::ValueTooLong { len: big }));
         prop_assert!(out.is_empty());
