@@ -63,3 +63,19 @@ for value in "" 0 0017 5abc -1 " 1" 18446744073709551615 18446744073709551616 99
 done
 
 echo "seed-corpus.sh: $n vectors from $vectors -> $corpus ($i content_length seeds)"
+
+# Legion: the captured announces (the aes-128-cbc ones decrypt with the targets' key and
+# pass their skew check, so they reach the membership code).
+legion_vectors="${LEGION_VECTORS:-$here/../../shared/vectors/legion}"
+mkdir -p "$corpus"/legion_proto_{wire_open,datagram,scenario}
+m=0
+for hex in "$legion_vectors"/*.hex; do
+    name="$(basename "$hex" .hex)"
+    unhex <"$hex" >"$corpus/legion_proto_wire_open/$name"
+    cp "$corpus/legion_proto_wire_open/$name" "$corpus/legion_proto_datagram/$name"
+    m=$((m + 1))
+done
+# The scenario target reads 8-byte records; a few hand-made runs to start from.
+printf '\000\001\002\000\024\000\000\000\005\062\000\000\000\000\000\000' >"$corpus/legion_proto_scenario/seed-join-tick"
+printf '\000\001\004\000\036\000\001\000\000\002\004\000\036\000\000\000\007\002\000\000\000\000\000\000' >"$corpus/legion_proto_scenario/seed-lord-leave"
+echo "seeded $m legion vectors into $corpus/legion_proto_*"

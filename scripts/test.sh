@@ -12,14 +12,17 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+# Seeded simulations: every sweep runs this many seeds (the legion sweep must cover 1000).
+export SIM_SEEDS="${SIM_SEEDS:-1000}"
 start=$(date +%s)
 step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - start))" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. peers -------------------------------------------------------------------------
-APT_PACKAGES=(uwsgi-core uwsgi-plugin-python3 nginx-light)
+APT_PACKAGES=(uwsgi-core uwsgi-plugin-python3 nginx-light iproute2)
 peers_present() {
   command -v uwsgi >/dev/null 2>&1 &&
+    { command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; } &&
     [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] &&
     { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 }
@@ -72,12 +75,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 step "benches compile"
 cargo bench --workspace --no-run --locked --quiet
 
-step "cargo package (publishable crates)"
+step "cargo package (publishable crates, verified together so path dependencies resolve)"
+packages=()
 for manifest in crates/*/Cargo.toml; do
   if ! grep -q '^publish *= *false' "$manifest"; then
-    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
-    cargo package --locked -p "$name" --quiet --allow-dirty
+    packages+=(-p "$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)")
   fi
 done
+cargo package --locked --quiet --allow-dirty "${packages[@]}"
 
 step "all checks passed"

@@ -76,6 +76,36 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Driving with mio
+//!
+//! With the `mio` feature, `driver::LegionDriver` runs a `Legion` on a real UDP
+//! (IPv4, IPv6, multicast) or unix datagram socket, reads the clock, makes the uuid, and
+//! runs the hook actions (`cmd:`, `log:`, Rust callbacks) off the event loop. Register it
+//! in your own `mio::Poll`, or let it run its own loop:
+//!
+//! ```no_run
+//! # #[cfg(feature = "mio")] {
+//! use std::time::Duration;
+//! use legion_proto::{Config, wire::Crypto};
+//! use legion_proto::driver::{Actions, Hook, LegionDriver, LegionSocket};
+//!
+//! let mut socket = LegionSocket::bind(&"127.0.0.1:41001".parse()?)?;
+//! let peer = socket.target(&"127.0.0.1:41002".parse()?)?;
+//! let config = Config::new("lg", 10, Crypto::from_spec("aes-128-cbc:secret")?)
+//!     .node(peer)
+//!     .freq(Duration::from_secs(1))
+//!     .tolerance(Duration::from_secs(3));
+//! let mut actions = Actions::new();
+//! actions.parse(Hook::Lord, "log:i am the lord")?;
+//! let driver = LegionDriver::new(socket, config, actions)?;
+//! let stop = driver.stop_handle();
+//! driver.run(&stop, |event| println!("{} epoch {}", event.kind.phase(), event.epoch))?;
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The workspace's `legiond` program is that driver behind uWSGI's `--legion*` options.
+//!
 //! # Behaviour, and where it differs from uWSGI 2.0.21
 //!
 //! The election is uWSGI's exactly (spec §3.5): best candidate, membership checksum, the
@@ -112,6 +142,7 @@
 //! # Crate features
 //!
 //! * No default features.
+//! * `mio`: the `driver` module (mio event loop, sockets, hook actions).
 //! * `__fuzzing`: private, may vanish; entry points for the fuzz targets.
 //!
 //! # Protocol reference
@@ -119,13 +150,22 @@
 //! The project's `spec/legion.md` (wire format, crypto, election, timings measured on
 //! uWSGI 2.0.21, edge cases); section numbers in this crate's comments refer to it.
 
+#[cfg(feature = "mio")]
+mod action;
 pub mod announce;
 mod config;
 mod crypto;
 mod error;
 mod event;
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod legion;
 pub mod wire;
+
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod driver;
 
 pub use announce::{Announce, Extension, NodeUuid, UUID_LEN};
 pub use config::Config;
