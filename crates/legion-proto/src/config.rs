@@ -40,6 +40,7 @@ pub struct Config {
     pub(crate) death_on_lord_error: Option<Duration>,
     pub(crate) compat_step_down_rate_limit: bool,
     pub(crate) extensions: bool,
+    pub(crate) multicast: bool,
     pub(crate) event_queue_cap: usize,
 }
 
@@ -74,6 +75,7 @@ impl Config {
             death_on_lord_error: None,
             compat_step_down_rate_limit: false,
             extensions: true,
+            multicast: false,
             event_queue_cap: 4096,
         }
     }
@@ -186,6 +188,17 @@ impl Config {
         self
     }
 
+    /// Whether the targets are a multicast group (uWSGI `--legion-mcast`); the mio driver
+    /// sets it for a multicast socket. Members' source addresses then cannot be reached
+    /// one by one (on one host, nodes share the group's port), so triggered and fast
+    /// announces go to the group, and only while every known member runs this crate: a
+    /// group with a uWSGI node on it keeps uWSGI's pacing. Default `false`.
+    #[must_use]
+    pub fn multicast(mut self, on: bool) -> Self {
+        self.multicast = on;
+        self
+    }
+
     /// Most undelivered events kept; beyond it the oldest is dropped and counted in
     /// [`Stats::events_dropped`](crate::Stats::events_dropped). Default 4096.
     #[must_use]
@@ -239,6 +252,7 @@ impl fmt::Debug for Config {
             .field("death_on_lord_error", &self.death_on_lord_error)
             .field("compat_step_down_rate_limit", &self.compat_step_down_rate_limit)
             .field("extensions", &self.extensions)
+            .field("multicast", &self.multicast)
             .finish_non_exhaustive()
     }
 }

@@ -23,10 +23,10 @@
 //!   ff00::/8): as uWSGI does, the socket binds the wildcard address on the group's port
 //!   with `SO_REUSEADDR` (several nodes of one host share the port), joins the group on
 //!   the default interface, and sends with multicast loop on and a TTL (hop limit) of 1.
-//!   List the group as the only target (uWSGI `--legion-mcast`). Every datagram goes to
-//!   the group: the core's triggered announces to members that run this crate go to the
-//!   group too, once, because members' source addresses share the group's port and a
-//!   unicast to one would reach whichever node the kernel picks.
+//!   List the group as the only target (uWSGI `--legion-mcast`). The driver sets
+//!   [`Config::multicast`]: members' source addresses share the group's port, so a unicast
+//!   to one would reach whichever node the kernel picks; the core sends its triggered
+//!   announces to the group instead, and only while no uWSGI node is on it.
 //! - **Unix datagram sockets** (`unix:/path`), for nodes on one host. uWSGI cannot use
 //!   them (its targets are IPv4 only, spec §1.1 item 7). The core addresses peers with
 //!   IP [`SocketAddr`]s, so the socket keeps a table of paths: the path at position `i`
@@ -606,6 +606,9 @@ impl LegionDriver {
         wall_clock: Duration,
     ) -> Result<Self, DriverError> {
         let name = String::from_utf8_lossy(config.legion()).into_owned();
+        // Members' source addresses share the group's port (every node of a host binds it),
+        // so the core must not unicast to them: it sends to the group instead.
+        let config = if socket.group.is_some() { config.multicast(true) } else { config };
         let stop_lord_on_error = config.death_on_lord_error.is_some();
         let core = Legion::new(config, uuid, now, wall_clock)?;
         let (wake_tx, wake_rx) = StdUnixDatagram::pair()?;
@@ -886,16 +889,7 @@ impl LegionDriver {
     /// events to the action thread and the event queue.
     fn pump(&mut self, now: Instant) {
         loop {
-            while let Some(mut t) = self.core.poll_transmit() {
-                if let Some(group) = self.socket.group {
-                    // Multicast: members' source addresses share the group's port (every
-                    // node binds it), so a unicast to one reaches whichever socket the
-                    // kernel picks. Every announce goes to the group, once.
-                    t.destination = SocketAddr::new(group, self.socket.local_addr().port());
-                    if self.sendq.back().is_some_and(|last| last.payload == t.payload) {
-                        continue;
-                    }
-                }
+            while let Some(t) = self.core.poll_transmit() {
                 if self.sendq.len() >= SEND_QUEUE_CAP {
                     self.sendq.pop_front();
                     self.stats.sends_dropped += 1;

@@ -797,6 +797,24 @@ impl Legion {
         self.members.iter().any(|m| m.ext.is_some())
     }
 
+    /// Where fast and triggered announces go: the extended members one by one or, on a
+    /// multicast group, the group, but only while no member lacks the extension key.
+    fn extended_destinations(&self) -> Vec<SocketAddr> {
+        if self.config.multicast {
+            if self.members.iter().all(|m| m.ext.is_some()) {
+                return self.config.nodes.clone();
+            }
+            return Vec::new();
+        }
+        let mut dests: Vec<SocketAddr> = Vec::new();
+        for m in self.members.iter().filter(|m| m.ext.is_some()) {
+            if !dests.contains(&m.addr) {
+                dests.push(m.addr);
+            }
+        }
+        dests
+    }
+
     fn build_announce(&self, now: Instant) -> Announce {
         Announce {
             legion: self.config.legion.clone(),
@@ -856,9 +874,11 @@ impl Legion {
     /// first announce, `announce()`, and death announces.
     fn send_to_all(&mut self, now: Instant, triggered: bool) {
         let mut dests = self.config.nodes.clone();
-        for m in self.members.iter().filter(|m| m.ext.is_some()) {
-            if !dests.contains(&m.addr) {
-                dests.push(m.addr);
+        if !self.config.multicast {
+            for m in self.members.iter().filter(|m| m.ext.is_some()) {
+                if !dests.contains(&m.addr) {
+                    dests.push(m.addr);
+                }
             }
         }
         for (_, t) in &mut self.sent {
@@ -880,12 +900,7 @@ impl Legion {
 
     /// An announce to the members that run this crate only: never to a uWSGI node.
     fn send_fast(&mut self, now: Instant, triggered: bool) {
-        let mut dests: Vec<SocketAddr> = Vec::new();
-        for m in self.members.iter().filter(|m| m.ext.is_some()) {
-            if !dests.contains(&m.addr) {
-                dests.push(m.addr);
-            }
-        }
+        let dests = self.extended_destinations();
         self.last_fast_send = Some(now);
         self.send(now, dests, triggered);
     }
