@@ -1,6 +1,8 @@
 //! Smoke test of `cluster-demo`: it runs to completion on its own (starting the sibling
-//! `uwsgi-echo-server`), within a time limit, and reports each step; and it fails
-//! loudly when its server cannot be started.
+//! programs `uwsgi-echo-server` and, three times, `legiond`), within a time limit, and
+//! reports each step: the uwsgi requests, then the legion's election, crash failover and
+//! graceful hand-over with their events and timings; and it fails loudly when its server
+//! or its legion nodes cannot be started.
 
 // Tests wait for a child process with bounded polling (Instant::now + thread::sleep).
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the clock and short sleeps")]
@@ -85,10 +87,133 @@ fn demo_runs_every_section_and_exits_zero() {
         .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
         .collect();
     assert_eq!(dup, ["one", "two"], "duplicate vars in the table:\n{out}");
+    check_legion_sections(&out);
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("all ") && last.ends_with(" checks passed"), "last line {last:?}\n{out}");
     assert!(!out.contains("server log (other)"), "unexpected server log lines:\n{out}");
+    assert!(!out.contains(" stderr] "), "unexpected legiond stderr lines:\n{out}");
     assert!(err.is_empty(), "nothing on stderr when all goes well: {err}");
+}
+
+/// Section `n` of the demo's output, from its `== n.` heading to the next one.
+fn section(out: &str, n: usize) -> &str {
+    let start = out.find(&format!("\n== {n}. ")).unwrap_or_else(|| panic!("no section {n}:\n{out}"));
+    let rest = &out[start + 1..];
+    let end = rest[1..].find("\n== ").map_or(rest.len(), |i| i + 2);
+    &rest[..end]
+}
+
+/// The legion timeline lines of a section (`+ 12 ms  valor 30  lord  i am …`), as
+/// (valor, event, gloss).
+fn timeline(section: &str) -> Vec<(u64, String, String)> {
+    section
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.trim_start().strip_prefix('+')?.split_once(" ms  valor ")?;
+            let mut words = rest.split_whitespace();
+            let valor = words.next()?.parse().ok()?;
+            let event = words.next()?.to_owned();
+            Some((valor, event, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// The events `event` of node `valor` in a timeline, their glosses.
+fn glosses<'a>(timeline: &'a [(u64, String, String)], valor: u64, event: &str) -> Vec<&'a str> {
+    timeline.iter().filter(|(v, e, _)| *v == valor && e == event).map(|(_, _, g)| g.as_str()).collect()
+}
+
+/// The number just after `prefix` in `text` (`"hand-over: 2.9 ms"` → 2.9).
+fn number_after(text: &str, prefix: &str) -> f64 {
+    let rest =
+        &text[text.find(prefix).unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}")) + prefix.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number after {prefix:?} in:\n{text}"))
+}
+
+/// Sections 8 to 11: the three-node legion, its election, the crash failover, the
+/// graceful hand-over and the last node's exit.
+fn check_legion_sections(out: &str) {
+    // 8. Election: every node sees the two others, all agree, valor 30 is lord at epoch 1.
+    let election = section(out, 8);
+    assert!(election.contains("A three-node Legion on loopback"), "{election}");
+    assert!(election.contains("--legion-freq-ms 200 --legion-tolerance-ms 600 --events-json"), "{election}");
+    let events = timeline(election);
+    for valor in [10, 20, 30] {
+        assert_eq!(glosses(&events, valor, "setup").len(), 1, "setup of {valor}:\n{election}");
+        let mut joined = glosses(&events, valor, "node-joined");
+        joined.sort_unstable();
+        let others: Vec<u64> = [10, 20, 30].into_iter().filter(|&o| o != valor).collect();
+        assert_eq!(joined.len(), 2, "node-joined at {valor}:\n{election}");
+        for (gloss, other) in joined.iter().zip(&others) {
+            assert!(gloss.starts_with(&format!("valor {other} (")), "node-joined at {valor}:\n{election}");
+        }
+        assert_eq!(
+            glosses(&events, valor, "join"),
+            ["every member agrees; the lord is valor 30"],
+            "join at {valor}:\n{election}"
+        );
+    }
+    assert_eq!(glosses(&events, 30, "lord"), ["i am the lord now, epoch 1"], "{election}");
+    assert!(glosses(&events, 10, "lord").is_empty() && glosses(&events, 20, "lord").is_empty(), "{election}");
+    assert!(election.contains(r#""event":"lord","seq":"#), "the raw lord line:\n{election}");
+    assert!(election.contains("all three join events name it"), "{election}");
+    let took = number_after(election, "\n  election: ");
+    assert!(took < 10_000.0, "election in {took} ms:\n{election}");
+    assert!(election.contains("nobody joined or left, no other lord"), "{election}");
+
+    // 9. SIGKILL of the lord: expiry at both survivors, valor 20 lord at epoch 2.
+    let crash = section(out, 9);
+    assert!(crash.contains("SIGKILL, failover by expiry"), "{crash}");
+    assert!(crash.contains("valor 30 was killed by signal 9: a crash"), "{crash}");
+    let events = timeline(crash);
+    for valor in [10, 20] {
+        let left = glosses(&events, valor, "node-left");
+        assert_eq!(left.len(), 1, "node-left at {valor}:\n{crash}");
+        assert!(left[0].starts_with("valor 30 (") && left[0].ends_with("reason expired"), "{crash}");
+    }
+    assert_eq!(glosses(&events, 20, "lord"), ["i am the lord now, epoch 2"], "{crash}");
+    assert!(glosses(&events, 10, "lord").is_empty(), "{crash}");
+    assert!(crash.contains("new lord: valor 20, epoch 2 = 1 + 1"), "{crash}");
+    let took = number_after(crash, "\n  failover after the crash: ");
+    assert!(took < 4020.0, "failover in {took} ms, not faster than uWSGI's 4.02 s:\n{crash}");
+    assert!(crash.contains("4.02 s at its fastest measured settings"), "{crash}");
+
+    // 10. SIGINT of the new lord: death announce, valor 10 lord at epoch 3 within ms.
+    let hand_over = section(out, 10);
+    assert!(hand_over.contains("A graceful hand-over: SIGINT to the lord"), "{hand_over}");
+    let events = timeline(hand_over);
+    assert_eq!(glosses(&events, 20, "death").len(), 1, "{hand_over}");
+    let left = glosses(&events, 10, "node-left");
+    assert_eq!(left.len(), 1, "{hand_over}");
+    assert!(left[0].starts_with("valor 20 (") && left[0].ends_with("reason announced"), "{hand_over}");
+    assert_eq!(glosses(&events, 10, "lord"), ["i am the lord now, epoch 3"], "{hand_over}");
+    assert!(hand_over.contains("its node-left event says lord_valor 20"), "{hand_over}");
+    assert!(hand_over.contains("new lord: valor 10, epoch 3 = 2 + 1"), "{hand_over}");
+    let took = number_after(hand_over, "\n  hand-over: ");
+    assert!(took < 200.0, "hand-over in {took} ms:\n{hand_over}");
+    assert!(hand_over.contains("valor 20 exited with status 0"), "{hand_over}");
+
+    // 11. The last node leaves and exits 0.
+    let stop = section(out, 11);
+    assert!(stop.contains("The last node leaves"), "{stop}");
+    assert_eq!(glosses(&timeline(stop), 10, "death").len(), 1, "{stop}");
+    assert!(stop.contains("valor 10 exited with status 0"), "{stop}");
+}
+
+#[test]
+fn demo_fails_when_its_legion_nodes_do_not_start() {
+    // `true` exits at once without printing any event.
+    let (status, out, err) = run_demo(&["--legiond", "/bin/true", "--timeout", "5"], Duration::from_secs(30));
+    assert!(!status.success(), "a demo without legion nodes must fail\nstdout:\n{out}");
+    assert!(out.contains("A three-node Legion"), "the earlier sections ran first:\n{out}");
+    assert!(
+        err.contains("cluster-demo: FAILED:") && err.contains("every legiond process has exited"),
+        "stderr: {err}"
+    );
+    let (status, _, err) = run_demo(&["--legiond", "/nonexistent/legiond"], Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("cannot start /nonexistent/legiond"), "stderr: {err}");
 }
 
 #[test]
