@@ -41,6 +41,7 @@ pub struct Config {
     pub(crate) compat_step_down_rate_limit: bool,
     pub(crate) extensions: bool,
     pub(crate) multicast: bool,
+    pub(crate) warmup: Option<Duration>,
     pub(crate) event_queue_cap: usize,
 }
 
@@ -76,6 +77,7 @@ impl Config {
             compat_step_down_rate_limit: false,
             extensions: true,
             multicast: false,
+            warmup: None,
             event_queue_cap: 4096,
         }
     }
@@ -199,6 +201,16 @@ impl Config {
         self
     }
 
+    /// How long a new node listens before it votes (default: two announce periods, as
+    /// uWSGI, whose first election round comes at its second wakeup). A uWSGI peer started
+    /// at the same time sends its first announce about one period after start, so a
+    /// shorter warm-up risks electing this node before it has heard the others.
+    #[must_use]
+    pub fn warmup(mut self, warmup: Duration) -> Self {
+        self.warmup = Some(warmup);
+        self
+    }
+
     /// Most undelivered events kept; beyond it the oldest is dropped and counted in
     /// [`Stats::events_dropped`](crate::Stats::events_dropped). Default 4096.
     #[must_use]
@@ -253,6 +265,7 @@ impl fmt::Debug for Config {
             .field("compat_step_down_rate_limit", &self.compat_step_down_rate_limit)
             .field("extensions", &self.extensions)
             .field("multicast", &self.multicast)
+            .field("warmup", &self.warmup)
             .finish_non_exhaustive()
     }
 }

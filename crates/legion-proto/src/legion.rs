@@ -44,8 +44,9 @@ impl fmt::Debug for Transmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum State {
-    /// Started less than one announce period ago: announcing and listening, but not yet
-    /// voting, so that it hears from every live member first.
+    /// Started less than the warm-up ago (two announce periods by default, as uWSGI):
+    /// announcing and listening, but not yet voting, so that it hears from every live
+    /// member first.
     Warmup,
     /// A member that is not lord.
     Follower,
@@ -276,7 +277,7 @@ impl Legion {
         if wire::seal(&legion.config.crypto, &probe).is_err() {
             return Err(ConfigError::ScrollTooLarge { len: legion.config.scroll.len(), max: MAX_DATAGRAM });
         }
-        legion.phase = Phase::Warmup { until: now + legion.config.freq };
+        legion.phase = Phase::Warmup { until: now + legion.config.warmup.unwrap_or(legion.config.freq * 2) };
         legion.sent = legion.config.nodes.iter().map(|&a| (a, None)).collect();
         legion.emit(EventKind::Setup);
         // Beyond uWSGI (which waits one period): announce at once, so peers learn of this
@@ -478,6 +479,11 @@ impl Legion {
     /// This node's vote from its last election round: `(valor, uuid)` of its best candidate.
     pub fn vote(&self) -> (u64, NodeUuid) {
         self.vote
+    }
+
+    /// This node's own scroll.
+    pub fn config_scroll(&self) -> &[u8] {
+        &self.config.scroll
     }
 
     /// The lord scroll: the best candidate's scroll, or this node's own while it is lord.

@@ -126,7 +126,9 @@
 //!   another phase stops announcing and gets expired (spec §3.2, edge case 4.17).
 //! - **Epoch.** A new lord takes one more than the highest epoch it has seen. Events carry
 //!   the epoch, so an embedder can fence writes from a deposed lord.
-//! - **First announce at once** instead of one period after start.
+//! - **First announce at once** instead of one period after start. The first vote still
+//!   comes after a warm-up of two periods ([`Config::warmup`]), as uWSGI's, so that a node
+//!   hears the uWSGI nodes started with it before it votes.
 //! - **Fixed 2.0.21 bugs**, each documented where it is handled: valor above 65535 (4.7),
 //!   empty names (4.10), nil uuids (4.9) are refused; a lord without quorum steps down at
 //!   once (4.15; [`Config::compat_step_down_rate_limit`] restores uWSGI's 60 s limit);

@@ -781,6 +781,7 @@ impl App {
                             "valor": m.info().valor,
                             "checksum": m.checksum(),
                             "last_seen": core.wall_clock(m.last_seen()).as_secs(),
+                            "scroll": text(m.scroll()),
                         })
                     })
                     .collect();
@@ -799,6 +800,8 @@ impl App {
                     "members": members,
                     "epoch": core.epoch(),
                     "state": format!("{:?}", core.state()).to_lowercase(),
+                    "lord_scroll": text(core.lord_scroll()),
+                    "scroll": text(&core.config_scroll()),
                 })
             })
             .collect();
