@@ -801,7 +801,7 @@ impl App {
                     "epoch": core.epoch(),
                     "state": format!("{:?}", core.state()).to_lowercase(),
                     "lord_scroll": text(core.lord_scroll()),
-                    "scroll": text(&core.config_scroll()),
+                    "scroll": text(core.config_scroll()),
                 })
             })
             .collect();
