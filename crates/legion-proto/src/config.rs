@@ -201,10 +201,12 @@ impl Config {
         self
     }
 
-    /// How long a new node listens before it votes (default: two announce periods, as
-    /// uWSGI, whose first election round comes at its second wakeup). A uWSGI peer started
-    /// at the same time sends its first announce about one period after start, so a
-    /// shorter warm-up risks electing this node before it has heard the others.
+    /// How long a new node listens before it votes (default: two and a half announce
+    /// periods). uWSGI's first election round comes at its second wakeup, about two periods
+    /// after start; a uWSGI peer started at the same time sends its first announce one
+    /// period after start, or two when the traffic it receives restarts its wait (seen on
+    /// the real 2.0.21), so a shorter warm-up risks electing this node before it has heard
+    /// the others.
     #[must_use]
     pub fn warmup(mut self, warmup: Duration) -> Self {
         self.warmup = Some(warmup);

@@ -44,7 +44,7 @@ impl fmt::Debug for Transmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum State {
-    /// Started less than the warm-up ago (two announce periods by default, as uWSGI):
+    /// Started less than the warm-up ago (two and a half announce periods by default):
     /// announcing and listening, but not yet voting, so that it hears from every live
     /// member first.
     Warmup,
@@ -277,7 +277,8 @@ impl Legion {
         if wire::seal(&legion.config.crypto, &probe).is_err() {
             return Err(ConfigError::ScrollTooLarge { len: legion.config.scroll.len(), max: MAX_DATAGRAM });
         }
-        legion.phase = Phase::Warmup { until: now + legion.config.warmup.unwrap_or(legion.config.freq * 2) };
+        legion.phase =
+            Phase::Warmup { until: now + legion.config.warmup.unwrap_or(legion.config.freq * 5 / 2) };
         legion.sent = legion.config.nodes.iter().map(|&a| (a, None)).collect();
         legion.emit(EventKind::Setup);
         // Beyond uWSGI (which waits one period): announce at once, so peers learn of this

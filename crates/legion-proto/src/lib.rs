@@ -127,7 +127,7 @@
 //! - **Epoch.** A new lord takes one more than the highest epoch it has seen. Events carry
 //!   the epoch, so an embedder can fence writes from a deposed lord.
 //! - **First announce at once** instead of one period after start. The first vote still
-//!   comes after a warm-up of two periods ([`Config::warmup`]), as uWSGI's, so that a node
+//!   comes after a warm-up of two and a half periods ([`Config::warmup`]), so that a node
 //!   hears the uWSGI nodes started with it before it votes.
 //! - **Fixed 2.0.21 bugs**, each documented where it is handled: valor above 65535 (4.7),
 //!   empty names (4.10), nil uuids (4.9) are refused; a lord without quorum steps down at

@@ -221,7 +221,9 @@ fn three_nodes_elect_the_highest_valor_and_fail_over_when_the_lord_crashes() {
     let took =
         c.run_until("node 20 takes over", TOLERANCE + Duration::from_millis(1500), |c| c.settled_on(20));
     assert!(
-        took >= TOLERANCE - FREQ,
+        // The last announce may have left up to one period before the kill; allow for the
+        // loop's own timing slack on a loaded machine.
+        took + Duration::from_millis(20) >= TOLERANCE - FREQ,
         "failover before expiry ({took:?}): the crash was not detected by expiry"
     );
     let new_epoch = c.lord_events(1).last().unwrap().epoch;

@@ -397,7 +397,7 @@ impl Demo {
         println!("  all three join events name it: every node agrees on valor 30");
         self.checks += expected.len();
         println!(
-            "  election: {} ms from starting the first node to the lord event: the warm-up of two periods",
+            "  election: {} ms from starting the first node to the lord event: the warm-up of 2.5 periods",
             ms(took)
         );
         println!(
@@ -406,7 +406,7 @@ impl Demo {
         );
         println!("    6.05 s with the defaults: it sends its first announce one period after start and");
         println!("    holds its first election round one period later; legiond announces at once and");
-        println!("    also waits two periods before it votes, so it hears uWSGI nodes started with it.");
+        println!("    waits 2.5 periods before it votes, so it hears uWSGI nodes started with it.");
         let stray: Vec<String> =
             settled.iter().filter(|e| e.changes_lordship()).map(|e| e.raw.clone()).collect();
         self.check(
