@@ -79,3 +79,30 @@ done
 printf '\000\001\002\000\024\000\000\000\005\062\000\000\000\000\000\000' >"$corpus/legion_proto_scenario/seed-join-tick"
 printf '\000\001\004\000\036\000\001\000\000\002\004\000\036\000\000\000\007\002\000\000\000\000\000\000' >"$corpus/legion_proto_scenario/seed-lord-leave"
 echo "seeded $m legion vectors into $corpus/legion_proto_*"
+
+# Subscriptions: the captured datagrams (01-08, 10; 09 is the notify ack text, a useful
+# negative seed). `fuzzing::server` already holds the nodes of 01-04, 08 and 10, and
+# `fuzzing::signed_server` verifies 05-07 with the vectors' public key, so the seeds reach
+# the refresh, unsubscribe and signature paths.
+subscription_vectors="${SUBSCRIPTION_VECTORS:-$here/../../shared/vectors/subscription}"
+mkdir -p "$corpus"/subscription_proto_{decode,datagram,scenario}
+s=0
+for hex in "$subscription_vectors"/*.hex; do
+    name="$(basename "$hex" .hex)"
+    unhex <"$hex" >"$corpus/subscription_proto_decode/$name"
+    cp "$corpus/subscription_proto_decode/$name" "$corpus/subscription_proto_datagram/$name"
+    s=$((s + 1))
+done
+# The scenario target reads a configuration byte (algorithm = (byte & 7) % 6, 0x08 dot-split,
+# 0x10 fallback key, 0x20 strict decoding), then 4-byte records (op % 8: 0-1 subscribe,
+# 2 unsubscribe, 3-4 pick, 5 release, 6 tick, 7 damaged datagram). Hand-made runs:
+# wrr: two nodes, held picks, unsubscribe of a referenced node, release, expiry;
+# lrc with dot-split: a wildcard pool, picks of a subdomain, a failed connect;
+# ketama with a fallback key: weights, picks from two clients, a damaged datagram.
+printf '\000\000\000\000\002\001\000\001\003\003\000\000\003\002\000\000\000\005\000\000\000\006\310\000\000\003\000\000\000' \
+    >"$corpus/subscription_proto_scenario/seed-wrr-unsubscribe-expire"
+printf '\011\000\001\000\001\000\001\001\001\003\005\001\007\004\006\002\007\005\000\000\000\003\005\000\002' \
+    >"$corpus/subscription_proto_scenario/seed-lrc-dotsplit-fail"
+printf '\025\000\003\000\005\001\003\001\001\003\000\012\001\004\000\200\002\007\000\000\000\004\007\003\000' \
+    >"$corpus/subscription_proto_scenario/seed-ketama-fallback"
+echo "seeded $s subscription vectors into $corpus/subscription_proto_{decode,datagram} and 3 scenario runs"

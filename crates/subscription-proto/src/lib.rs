@@ -61,12 +61,45 @@
 //! * `check=FILE` follows uWSGI's documentation (send while FILE exists), not 2.0.21's
 //!   inverted behaviour.
 //!
+//! # Driving with mio
+//!
+//! With the `mio` feature, `driver::ServerDriver` runs a [`SubscriptionServer`] on real
+//! subscription sockets (UDP, unix datagram, `SCM_CREDENTIALS`) and sends its notify
+//! acknowledgements; `driver::SubscriberDriver` sends a [`Subscriber`]'s datagrams and
+//! reads its notify socket. Register them in your own `mio::Poll`, or let them run a loop:
+//!
+//! ```no_run
+//! # #[cfg(feature = "mio")] {
+//! use subscription_proto::driver::{ServerDriver, SubscriberDriver};
+//! use subscription_proto::{ServerConfig, SubscriberConfig, Subscription};
+//!
+//! // A router's table on 127.0.0.1:2626 (run it in its own thread or loop).
+//! let server = ServerDriver::bind(ServerConfig::new(), &["127.0.0.1:2626".parse()?])?;
+//! # drop(server);
+//! // A backend announcing itself there, acknowledgements on ./notify.sock.
+//! let sub = Subscription::new("127.0.0.1:2626".parse()?, "example.com", "127.0.0.1:3031");
+//! let driver = SubscriberDriver::start(SubscriberConfig::new(), vec![sub], Some("notify.sock".into()))?;
+//! let stop = driver.stop_handle(); // stop.stop() unsubscribes and ends the loop
+//! driver.run(&stop, |event| println!("{event:?}"))?;
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The workspace's `fastrouter` and `subscriber` programs are these drivers behind
+//! uWSGI's options.
+//!
 //! # Protocol reference
 //!
 //! The project's `spec/subscription.md`, checked against uWSGI 2.0.21.
 
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod driver;
 mod endpoint;
 mod files;
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod request;
 pub mod server;
 pub mod sign;

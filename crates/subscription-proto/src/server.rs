@@ -945,12 +945,55 @@ impl SubscriptionServer {
             let strict = self.config.security == Security::Strict;
             let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
             let has_key = pool.verifier.is_some();
-            if let Some(node) = pool.nodes.iter_mut().find(|n| n.address == req.address) {
+            if let Some(idx) = pool.nodes.iter().position(|n| n.address == req.address) {
+                let node = &mut pool.nodes[idx];
                 // Refresh: "req.unix <= node.unix_check → DROP" (uWSGI never updates
                 // unix_check; strict mode does, so replays fail).
                 if has_key && !skipped && stamp <= node.unix_check {
                     return Err(DatagramError::Replayed { unix: stamp });
                 }
+                // A connection failure reported since the last lookup happened first: uWSGI
+                // applies it at once (marked, removed if unreferenced), so this refresh
+                // finds the node either gone (and re-creates it) or marked (and revives it).
+                if node.shared.failed.swap(false, Ordering::Relaxed) {
+                    let was_alive = node.alive();
+                    node.failcnt += 1;
+                    node.death_mark = true;
+                    let unreferenced = node.refs_now() == 0;
+                    let address = node.address.clone();
+                    if was_alive {
+                        self.emit(Event::NodeFailed {
+                            key: key.clone(),
+                            address: address.clone(),
+                            reason: FailReason::ConnectFailed,
+                        });
+                    }
+                    if unreferenced {
+                        let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
+                        pool.nodes.remove(idx);
+                        let emptied = pool.nodes.is_empty();
+                        let verifier = pool.verifier.clone();
+                        self.emit(Event::NodeRemoved { key: key.clone(), address });
+                        if emptied {
+                            // The pool went with its last node: this subscribe creates it anew
+                            // (new hits, new place in the stats order), as in uWSGI.
+                            self.pools.remove(&key);
+                            self.emit(Event::PoolRemoved { key: key.clone() });
+                            self.create_pool(req, verifier);
+                            self.emit(Event::PoolCreated { key: key.clone() });
+                        }
+                        let node = new_node(req, now, unix_now, credentials);
+                        if let Some(pool) = self.pools.get_mut(&key) {
+                            pool.nodes.push(node);
+                        }
+                        self.stats.subscribes += 1;
+                        self.emit(Event::NodeAdded { key: key.clone(), address: req.address.clone() });
+                        self.notify(&key, req);
+                        return Ok(());
+                    }
+                }
+                let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
+                let node = &mut pool.nodes[idx];
                 if strict && has_key && !skipped {
                     node.unix_check = stamp;
                 }
@@ -1008,14 +1051,18 @@ impl SubscriptionServer {
         }
         self.stats.subscribes += 1;
         self.emit(Event::NodeAdded { key: key.clone(), address: req.address.clone() });
-        // Spec §1.7: the acknowledgement goes to `notify` (a unix datagram path) on a new
-        // node only.
+        self.notify(&key, req);
+        Ok(())
+    }
+
+    /// Spec §1.7: the acknowledgement goes to `notify` (a unix datagram path) on a new
+    /// node only.
+    fn notify(&mut self, key: &[u8], req: &Request) {
         if let Some(path) = req.notify.as_ref().filter(|n| (1..=wire::MAX_NOTIFY).contains(&n.len())) {
             let destination = Endpoint::Unix(PathBuf::from(String::from_utf8_lossy(path).into_owned()));
-            let payload = Bytes::from(wire::notify_ack(&key, &req.address));
+            let payload = Bytes::from(wire::notify_ack(key, &req.address));
             self.transmits.push_back(Transmit { destination, payload });
         }
-        Ok(())
     }
 
     fn create_pool(&mut self, req: &Request, verifier: Option<Verifier>) {
@@ -1109,11 +1156,12 @@ impl SubscriptionServer {
         pool.hits += 1;
         let algorithm = pool.algorithm;
         let (tolerance, tolerance_inactive) = (self.config.tolerance, self.config.tolerance_inactive);
-        let mut i = 0;
         let mut events = Vec::new();
-        let mut picked = None;
-        while i < pool.nodes.len() {
-            let n = &mut pool.nodes[i];
+        // Failed connections first, on every node: uWSGI marks (and, unreferenced, removes)
+        // the node as soon as the connect fails (spec §2.6), before the retry's lookup.
+        let mut j = 0;
+        while j < pool.nodes.len() {
+            let n = &mut pool.nodes[j];
             if n.shared.failed.swap(false, Ordering::Relaxed) {
                 if n.alive() {
                     events.push(Event::NodeFailed {
@@ -1124,7 +1172,18 @@ impl SubscriptionServer {
                 }
                 n.failcnt += 1;
                 n.death_mark = true;
+                if n.refs_now() == 0 {
+                    let gone = pool.nodes.remove(j);
+                    events.push(Event::NodeRemoved { key: key.to_vec(), address: gone.address });
+                    continue;
+                }
             }
+            j += 1;
+        }
+        let mut i = 0;
+        let mut picked = None;
+        while i < pool.nodes.len() {
+            let n = &mut pool.nodes[i];
             let tol = if n.address.is_empty() { tolerance_inactive } else { tolerance };
             // "now - node.last_check > tolerance" (strictly greater); failcnt grows on
             // every lookup while the stale node survives.
@@ -1144,8 +1203,9 @@ impl SubscriptionServer {
                 events.push(Event::NodeRemoved { key: key.to_vec(), address: gone.address });
                 continue;
             }
-            // wrr STEP1: a node with credit left, at the first backup level.
-            if algorithm == Algorithm::Wrr && n.alive() && n.backup == 0 && n.wrr > 0 {
+            // wrr STEP1: any alive node with credit left (uWSGI tests no backup level here;
+            // credits are only handed out at the level being served).
+            if algorithm == Algorithm::Wrr && n.alive() && n.wrr > 0 {
                 n.wrr -= 1;
                 picked = Some(i);
                 break;
