@@ -521,6 +521,9 @@ pub struct Pool {
     verifier: Option<Verifier>,
     nodes: Vec<Node>,
     created: u64,
+    /// The ketama ring, with a fingerprint of the (address, weight, alive) list it was
+    /// built from: rebuilt only when that changes.
+    ring: Option<(u64, Vec<(u32, usize)>)>,
 }
 
 impl Pool {
@@ -1077,6 +1080,7 @@ impl SubscriptionServer {
                 verifier,
                 nodes: Vec::new(),
                 created: self.next_pool,
+                ring: None,
             },
         );
     }
@@ -1279,7 +1283,7 @@ fn step2(pool: &mut Pool, algorithm: Algorithm, client: Option<IpAddr>) -> Optio
             Algorithm::Wlrc => least_refs(&pool.nodes, level, |n| n.refs_now() as f64 / n.weight as f64),
             Algorithm::IpHash => return ip_hash(&pool.nodes, client),
             Algorithm::SmoothWrr => smooth_wrr(&mut pool.nodes, level),
-            Algorithm::Ketama => return ketama(&pool.nodes, client),
+            Algorithm::Ketama => return ketama(pool, client),
         };
         if pick.is_some() {
             return pick;
@@ -1370,30 +1374,40 @@ fn smooth_wrr(nodes: &mut [Node], level: u64) -> Option<usize> {
 /// Consistent hashing of the client IP on a ketama ring: 40 FNV-1a-hashed groups of 4
 /// points per unit of weight (160 points), the first point clockwise from the client's
 /// hash wins.
-fn ketama(nodes: &[Node], client: Option<IpAddr>) -> Option<usize> {
+fn ketama(pool: &mut Pool, client: Option<IpAddr>) -> Option<usize> {
     let client = client?;
-    let mut ring: Vec<(u32, usize)> = Vec::new();
-    for (i, n) in nodes.iter().enumerate().filter(|(_, n)| n.alive()) {
-        let groups = 40 * n.weight.min(100);
-        for g in 0..groups {
-            let mut label = n.address.clone();
-            label.extend_from_slice(format!("-{g}").as_bytes());
-            let h = fnv1a64(&label);
-            for k in 0..4 {
-                ring.push(((h >> (k * 16)) as u32 ^ (h >> 32) as u32, i));
+    // O(nodes) per pick to check the cached ring; the ring itself is rebuilt only when a
+    // node comes, goes, dies or changes weight.
+    let fingerprint = pool.nodes.iter().enumerate().fold(0xcbf2_9ce4_8422_2325u64, |h, (i, n)| {
+        let mut h = (h ^ i as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        h = (h ^ fnv1a64(&n.address)).wrapping_mul(0x0000_0100_0000_01b3);
+        h = (h ^ n.weight).wrapping_mul(0x0000_0100_0000_01b3);
+        (h ^ u64::from(n.alive())).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    if pool.ring.as_ref().is_none_or(|(f, _)| *f != fingerprint) {
+        let mut ring: Vec<(u32, usize)> = Vec::new();
+        for (i, n) in pool.nodes.iter().enumerate().filter(|(_, n)| n.alive()) {
+            let groups = 40 * n.weight.min(100);
+            for g in 0..groups {
+                let mut label = n.address.clone();
+                label.extend_from_slice(format!("-{g}").as_bytes());
+                let h = fnv1a64(&label);
+                for k in 0..4 {
+                    ring.push(((h >> (k * 16)) as u32 ^ (h >> 32) as u32, i));
+                }
             }
         }
+        ring.sort_unstable();
+        pool.ring = Some((fingerprint, ring));
     }
-    if ring.is_empty() {
-        return None;
-    }
-    ring.sort_unstable();
+    let ring = &pool.ring.as_ref()?.1;
+    let first = ring.first()?;
     let h = match client {
         IpAddr::V4(a) => fnv1a64(&a.octets()) as u32,
         IpAddr::V6(a) => fnv1a64(&a.octets()) as u32,
     };
     let at = ring.partition_point(|(p, _)| *p < h);
-    Some(ring.get(at).unwrap_or(&ring[0]).1)
+    Some(ring.get(at).unwrap_or(first).1)
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
