@@ -1,8 +1,10 @@
 //! Smoke test of `cluster-demo`: it runs to completion on its own (starting the sibling
-//! programs `uwsgi-echo-server` and, three times, `legiond`), within a time limit, and
-//! reports each step: the uwsgi requests, then the legion's election, crash failover and
-//! graceful hand-over with their events and timings; and it fails loudly when its server
-//! or its legion nodes cannot be started.
+//! programs `uwsgi-echo-server`, three times `legiond`, then `fastrouter`, three more echo
+//! servers and `subscriber`), within a time limit, and reports each step: the uwsgi
+//! requests, then the legion's election, crash failover and graceful hand-over with their
+//! events and timings, then the subscriptions, the requests spread by uWSGI's wrr and the
+//! unsubscribe; and it fails loudly when its server, its legion nodes, its fastrouter or
+//! its subscriber cannot be started.
 
 // Tests wait for a child process with bounded polling (Instant::now + thread::sleep).
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the clock and short sleeps")]
@@ -88,6 +90,7 @@ fn demo_runs_every_section_and_exits_zero() {
         .collect();
     assert_eq!(dup, ["one", "two"], "duplicate vars in the table:\n{out}");
     check_legion_sections(&out);
+    check_fastrouter_sections(&out);
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("all ") && last.ends_with(" checks passed"), "last line {last:?}\n{out}");
     assert!(!out.contains("server log (other)"), "unexpected server log lines:\n{out}");
@@ -199,6 +202,105 @@ fn check_legion_sections(out: &str) {
     assert!(stop.contains("The last node leaves"), "{stop}");
     assert_eq!(glosses(&timeline(stop), 10, "death").len(), 1, "{stop}");
     assert!(stop.contains("valor 10 exited with status 0"), "{stop}");
+}
+
+/// Sections 12 to 15: the fastrouter, three backends subscribed with weights 3/1/1, ten
+/// requests in uWSGI's wrr order, and the unsubscribe at SIGINT.
+fn check_fastrouter_sections(out: &str) {
+    // 12. The router on free loopback ports, no pool yet.
+    let start = section(out, 12);
+    assert!(start.contains("A fastrouter on loopback"), "{start}");
+    for line in ["listening on 127.0.0.1:", "subscription server on 127.0.0.1:", "stats server on 127.0.0.1:"]
+    {
+        assert!(start.contains(line), "missing {line:?}:\n{start}");
+    }
+    assert!(start.contains(r#""subscriptions": [] (no pool yet)"#), "{start}");
+
+    // 13. Three backends, the datagram taken apart, three subscribes, three nodes.
+    let subscribe = section(out, 13);
+    assert!(subscribe.contains("Three backends subscribe to app.test, weights 3/1/1"), "{subscribe}");
+    for name in ["A", "B", "C"] {
+        assert!(subscribe.contains(&format!("backend {name} says: listening on 127.0.0.1:")), "{subscribe}");
+    }
+    assert!(subscribe.contains("modifier1 = 224   a subscription"), "{subscribe}");
+    assert!(subscribe.contains("modifier2 = 0     the command: 0 subscribe"), "{subscribe}");
+    assert!(subscribe.contains("key       = app.test"), "{subscribe}");
+    assert!(subscribe.contains("wire::decode (Mode::Strict, what a router accepts) gives the request back"));
+    assert_eq!(subscribe.matches("--subscribe2 server=127.0.0.1:").count(), 3, "{subscribe}");
+    for (weight, modifier1) in [(3, 1), (1, 2), (1, 3)] {
+        let sent = format!(", weight {weight}, modifier1 {modifier1}: ");
+        assert!(
+            subscribe
+                .lines()
+                .any(|l| l.contains("sent      subscribe   app.test 127.0.0.1:") && l.contains(&sent)),
+            "no subscribe event with {sent:?}:\n{subscribe}"
+        );
+    }
+    assert!(subscribe.contains("] new pool: app.test"), "{subscribe}");
+    assert_eq!(subscribe.matches("app.test => new node: 127.0.0.1:").count(), 3, "{subscribe}");
+    assert!(
+        subscribe.contains("each datagram as long as wire::encode makes it: 103 bytes for backend A"),
+        "{subscribe}"
+    );
+    let table: Vec<Vec<&str>> = subscribe
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 5 && ["A", "B", "C"].contains(&w[0]) && w[1].starts_with("127.0.0.1:"))
+        .collect();
+    let rows: Vec<(&str, &str, &str, &str)> = table.iter().map(|w| (w[0], w[2], w[3], w[4])).collect();
+    assert_eq!(rows, [("A", "1", "3", "0"), ("B", "2", "1", "0"), ("C", "3", "1", "0")], "{subscribe}");
+    let took = number_after(subscribe, "subscribed: the stats showed the three nodes ");
+    assert!(took < 5_000.0, "subscribed in {took} ms:\n{subscribe}");
+
+    // 14. Ten requests in uWSGI's wrr order, counted in the stats.
+    let wrr = section(out, 14);
+    assert!(wrr.contains("uWSGI's weighted round robin"), "{wrr}");
+    let backends: Vec<&str> = wrr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("request ") && l.contains("HTTP/1.1 200 OK"))
+        .filter_map(|l| l.split(" = backend ").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(backends, ["C", "A", "A", "A", "B", "C", "A", "A", "A", "B"], "{wrr}");
+    assert!(wrr.contains("order:                     C A A A B C A A A B"), "{wrr}");
+    assert!(wrr.contains("uWSGI's wrr (spec §2.7.1): C A A A B C A A A B"), "{wrr}");
+    assert!(wrr.contains("every backend got the vars as sent"), "{wrr}");
+    assert!(wrr.contains("spread: A 6, B 2, C 2 of 10"), "{wrr}");
+    assert!(wrr.contains(r#"stats: "requests" 6, 2, 2 for A, B, C; pool "hits" 10"#), "{wrr}");
+
+    // 15. SIGINT: three unsubscribes, exit 0, nodes and pool removed, no response.
+    let leave = section(out, 15);
+    assert!(leave.contains("The subscriber leaves: SIGINT unsubscribes"), "{leave}");
+    assert_eq!(leave.matches("sent      unsubscribe app.test 127.0.0.1:").count(), 3, "{leave}");
+    assert!(leave.contains("shutdown  (every unsubscribe sent)"), "{leave}");
+    assert!(leave.contains("the subscriber exited with status 0"), "{leave}");
+    assert_eq!(leave.matches("as failed (unsubscribed)").count(), 3, "{leave}");
+    assert!(leave.contains("] pool removed: app.test"), "{leave}");
+    let took = number_after(leave, "unsubscribed: ");
+    assert!(took < 5_000.0, "unsubscribed in {took} ms:\n{leave}");
+    assert!(leave.contains(r#"the stats show "subscriptions": [], no node, no pool"#), "{leave}");
+    assert!(leave.contains("a request for app.test now: 0 bytes, then the fastrouter closed"), "{leave}");
+    assert!(leave.contains(r#": no node for key "app.test""#), "{leave}");
+    assert!(leave.contains("the fastrouter exited with status 0"), "{leave}");
+}
+
+#[test]
+fn demo_fails_when_its_fastrouter_or_subscriber_does_not_start() {
+    // `true` exits at once without printing its addresses, or any event.
+    let (status, out, err) =
+        run_demo(&["--fastrouter", "/bin/true", "--timeout", "5"], Duration::from_secs(30));
+    assert!(!status.success(), "a demo without a fastrouter must fail\nstdout:\n{out}");
+    assert!(out.contains("A fastrouter on loopback"), "the earlier sections ran first:\n{out}");
+    assert!(err.contains("cluster-demo: FAILED:") && err.contains("stats server on"), "stderr: {err}");
+    let (status, out, err) =
+        run_demo(&["--subscriber", "/bin/true", "--timeout", "5"], Duration::from_secs(30));
+    assert!(!status.success(), "a demo without a subscriber must fail\nstdout:\n{out}");
+    assert!(
+        err.contains("cluster-demo: FAILED:") && err.contains("the subscriber exited before"),
+        "stderr: {err}"
+    );
+    let (status, _, err) = run_demo(&["--fastrouter", "/nonexistent/fastrouter"], Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(err.contains("cannot start /nonexistent/fastrouter"), "stderr: {err}");
 }
 
 #[test]

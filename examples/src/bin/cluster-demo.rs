@@ -4,8 +4,9 @@
 //! It starts the sibling program `uwsgi-echo-server` on `127.0.0.1:0` (a free port), learns
 //! the port from its `listening on` line, and talks to it with the `uwsgi_packet` codec,
 //! printing what crosses the wire; then it starts a three-node uWSGI Legion of the sibling
-//! program `legiond` and shows the lord election and two failovers, with their timings.
-//! Section by section:
+//! program `legiond` and shows the lord election and two failovers, with their timings;
+//! then a `fastrouter` with three echo-server backends that a `subscriber` announces to it,
+//! and how the router spreads requests over them. Section by section:
 //!
 //! 1. starting the server;
 //! 2. a GET with a query string: the 4-byte header taken apart (`modifier1`, the
@@ -32,9 +33,26 @@
 //! 10. a graceful hand-over: SIGINT to the new lord. It announces its death (`node-left`,
 //!     reason `announced`) and valor 10 becomes lord with epoch 3 within a few
 //!     milliseconds (uWSGI: 1.0 s);
-//! 11. SIGINT to the last node, which exits 0.
+//! 11. SIGINT to the last node, which exits 0;
+//! 12. a `fastrouter` on free ports of 127.0.0.1 (`--fastrouter`, `--subscription-server`
+//!     over UDP, `--stats`), its addresses learned from its `listening on`, `subscription
+//!     server on` and `stats server on` lines; its stats show no pool;
+//! 13. three `uwsgi-echo-server` backends (A, B, C) and one `subscriber` announcing them as
+//!     nodes of pool `app.test` (`--subscribe2 server=…,key=app.test,addr=…,weight=…,
+//!     modifier1=…`: weights 3/1/1, modifier1 1/2/3): a subscribe datagram built with
+//!     `subscription_proto::wire::encode`, taken apart; the subscriber's `--events-json`
+//!     lines; the router's uWSGI log lines (`new pool`, `new node`); its stats once they
+//!     list the three nodes, a few ms after the subscriber starts;
+//! 14. ten requests with `HTTP_HOST=app.test` through the router. It writes the chosen
+//!     node's modifier1 into the request, so each echo names its backend: the order is
+//!     uWSGI's wrr (spec subscription.md §2.7.1), `C A A A B C A A A B`, checked against
+//!     the algorithm replayed here; the stats count 6, 2 and 2 requests;
+//! 15. SIGINT to the subscriber: it unsubscribes every node and exits 0, the router drops
+//!     the nodes and the pool (its stats show none, a few ms after SIGINT), and a request
+//!     for `app.test` gets no response: the router closes the connection, as uWSGI's does;
+//!     then SIGINT to the router, which exits 0.
 //!
-//! Later crates add their own sections (subscriptions, zerg, emperor).
+//! Later crates add their own sections (zerg, emperor).
 //!
 //! # Running it
 //!
@@ -42,12 +60,14 @@
 //! cargo build -p examples --bins && cargo run -p examples --bin cluster-demo
 //! ```
 //!
-//! The demo looks for `uwsgi-echo-server` and `legiond` next to its own executable
-//! (`target/debug/`), so build the package's programs first (`cargo run` builds only the
-//! one it runs); or pass `--server PATH` and `--legiond PATH`. Everything binds **loopback
-//! only**. Every wait is bounded by `--timeout` (default 10 s); the whole demo takes
-//! about 3 s. Expect about 230 lines: annotated hex dumps and tables, then the legion's
-//! events as they come, each section ending with what it measured, such as
+//! The demo looks for `uwsgi-echo-server`, `legiond`, `fastrouter` and `subscriber` next to
+//! its own executable (`target/debug/`), so build the package's programs first (`cargo run`
+//! builds only the one it runs); or pass `--server PATH`, `--legiond PATH`, `--fastrouter
+//! PATH` and `--subscriber PATH`. Everything binds **loopback only**. Every wait is bounded
+//! by `--timeout` (default 10 s); the whole demo takes about 3 s, the fastrouter's sections
+//! under 0.2 s of it. Expect about 360 lines: annotated hex dumps and tables, then the
+//! legion's events as they come, then the subscriptions and the routed requests, each
+//! section ending with what it measured, such as
 //!
 //! ```text
 //! == 9. The lord crashes: SIGKILL, failover by expiry ==========================
@@ -62,13 +82,28 @@
 //! ```
 //!
 //! (400 to 600 ms: the tolerance counted from the lord's last announce; uWSGI 2.0.21 takes
-//! 4.02 s at `--legion-freq 1 --legion-tolerance 3`), and a hand-over after SIGINT of a
-//! few milliseconds. The output ends with `all N checks passed`, exit status 0. On any
-//! failure it prints `cluster-demo: FAILED: …` and exits with status 1. The server and the
-//! legion nodes are killed when the demo ends, whatever happens.
+//! 4.02 s at `--legion-freq 1 --legion-tolerance 3`), a hand-over after SIGINT of a few
+//! milliseconds, and the routed requests:
+//!
+//! ```text
+//! == 14. Requests through the fastrouter: uWSGI's weighted round robin =========
+//!   …
+//!     request  1: HTTP/1.1 200 OK, echo modifier1 3 = backend C (127.0.0.1:35361, weight 1)
+//!     request  2: HTTP/1.1 200 OK, echo modifier1 1 = backend A (127.0.0.1:43877, weight 3)
+//!   …
+//!   order:                     C A A A B C A A A B
+//!   uWSGI's wrr (spec §2.7.1): C A A A B C A A A B
+//!   …
+//!   spread: A 6, B 2, C 2 of 10 (weights 3:1:1)
+//! ```
+//!
+//! The output ends with `all N checks passed`, exit status 0. On any failure it prints
+//! `cluster-demo: FAILED: …` and exits with status 1. The echo servers, the legion nodes,
+//! the fastrouter and the subscriber are killed when the demo ends, whatever happens.
 
 // A program: its output is the point. It reads the clock to bound its waits and to time the
-// legion's elections, and sleeps briefly while it waits for a node to exit.
+// legion's elections and the subscriptions, and sleeps briefly while it waits for a process
+// to exit or for the fastrouter's stats to change.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -76,7 +111,7 @@
 )]
 #![allow(
     clippy::disallowed_methods,
-    reason = "bounded waits and timings read the clock (Instant::now); exit polls sleep"
+    reason = "bounded waits and timings read the clock (Instant::now); exit and stats polls sleep"
 )]
 
 use std::error::Error;
@@ -90,6 +125,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::Value;
+use subscription_proto::{Command as SubCommand, Request, wire};
 use uwsgi_packet::{Header, Limits, Packet, Status, encode_packet};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -104,8 +140,14 @@ struct Args {
     /// The legiond program to start, three times (default: the one next to this program).
     #[arg(long, value_name = "PATH")]
     legiond: Option<PathBuf>,
+    /// The fastrouter program to start (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    fastrouter: Option<PathBuf>,
+    /// The subscriber program to start (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    subscriber: Option<PathBuf>,
     /// Upper bound in seconds for every wait (server start, connect, reply, log line,
-    /// legion event, node exit).
+    /// legion event, subscriber event, stats change, process exit).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     timeout: u64,
 }
@@ -118,6 +160,9 @@ fn main() -> ExitCode {
         checks: 0,
         server: None,
         legion: None,
+        router: None,
+        backends: Vec::new(),
+        subscriber: None,
     };
     match demo.run(&args) {
         Ok(()) => {
@@ -129,8 +174,8 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-    // `demo` (and with it the server and the legion) is dropped here: the Drop guards kill
-    // whatever child process is still running.
+    // `demo` (and with it the server, the legion, the fastrouter, its backends and the
+    // subscriber) is dropped here: the Drop guards kill whatever child process still runs.
 }
 
 /// The running demo: its settings, the processes it started and the checks passed so far.
@@ -140,6 +185,10 @@ struct Demo {
     checks: usize,
     server: Option<EchoServer>,
     legion: Option<Legion>,
+    router: Option<FastRouter>,
+    /// The fastrouter's backends, in [`BACKENDS`] order.
+    backends: Vec<EchoServer>,
+    subscriber: Option<SubscriberProcess>,
 }
 
 impl Demo {
@@ -155,6 +204,10 @@ impl Demo {
         self.section_legion_crash()?;
         self.section_legion_hand_over()?;
         self.section_legion_stop()?;
+        self.section_fastrouter_start(args)?;
+        self.section_subscribe(args)?;
+        self.section_wrr()?;
+        self.section_unsubscribe()?;
         Ok(())
     }
 
@@ -179,6 +232,14 @@ impl Demo {
 
     fn legion(&mut self) -> Result<&mut Legion> {
         self.legion.as_mut().ok_or_else(|| "the legion is not running".into())
+    }
+
+    fn router(&mut self) -> Result<&mut FastRouter> {
+        self.router.as_mut().ok_or_else(|| "the fastrouter is not running".into())
+    }
+
+    fn subscriber(&mut self) -> Result<&mut SubscriberProcess> {
+        self.subscriber.as_mut().ok_or_else(|| "the subscriber is not running".into())
     }
 
     // ---- sections ------------------------------------------------------------------
@@ -599,6 +660,312 @@ impl Demo {
         Ok(())
     }
 
+    fn section_fastrouter_start(&mut self, args: &Args) -> Result<()> {
+        self.heading("A fastrouter on loopback");
+        let program = match &args.fastrouter {
+            Some(path) => path.clone(),
+            None => sibling_program("fastrouter", "--fastrouter")?,
+        };
+        println!("  uWSGI's fastrouter (spec subscription.md §2) proxies uwsgi requests: it reads a");
+        println!("  request's vars, takes its key (UWSGI_FASTROUTER_KEY, else HTTP_HOST, else");
+        println!("  SERVER_NAME) and forwards it to a node of the pool of that key, chosen by the");
+        println!("  pool's balancing algorithm (wrr by default). Nobody configures the pools: backends");
+        println!("  subscribe to them with UDP datagrams to the router's subscription server, and");
+        println!("  refresh them every 10 s (uWSGI's --subscribe-freq). Its stats server answers every");
+        println!("  connection with the pools as JSON. Ours takes uWSGI's option names:");
+        println!("  $ {} --fastrouter 127.0.0.1:0 \\", program.display());
+        println!("      --subscription-server 127.0.0.1:0 --stats 127.0.0.1:0");
+        let router = FastRouter::start(&program, self.timeout)?;
+        println!("  fastrouter says: listening on {}", router.listen);
+        println!("                   subscription server on {}", router.subscription);
+        println!("                   stats server on {}", router.stats);
+        let stats = router.stats(self.timeout)?;
+        self.router = Some(router);
+        let pools = stats.get("subscriptions").and_then(Value::as_array).map(Vec::len);
+        self.check(pools == Some(0), format!("a new fastrouter's stats show pools: {stats}"))?;
+        println!("  stats: version {}, \"subscriptions\": [] (no pool yet)", stats["version"]);
+        Ok(())
+    }
+
+    fn section_subscribe(&mut self, args: &Args) -> Result<()> {
+        self.heading("Three backends subscribe to app.test, weights 3/1/1");
+        let server = match &args.server {
+            Some(path) => path.clone(),
+            None => sibling_program("uwsgi-echo-server", "--server")?,
+        };
+        let program = match &args.subscriber {
+            Some(path) => path.clone(),
+            None => sibling_program("subscriber", "--subscriber")?,
+        };
+        let timeout = self.timeout;
+        println!("  $ {} --listen 127.0.0.1:0    (three times)", server.display());
+        for b in BACKENDS {
+            let backend = EchoServer::start(&server, timeout)?;
+            println!("  backend {} says: listening on {}", b.name, backend.addr);
+            self.backends.push(backend);
+        }
+        let addrs: Vec<SocketAddr> = self.backends.iter().map(|b| b.addr).collect();
+        let sub_addr = self.router()?.subscription;
+
+        println!("  Each backend becomes a node of pool {KEY} with its own weight and modifier1. The");
+        println!("  router writes a node's modifier1 and modifier2 into bytes 0 and 3 of every request");
+        println!("  it forwards there (spec §2.5), so the echo tells which backend answered.");
+        println!("  A subscribe datagram, built with subscription_proto::wire::encode as a uWSGI 2.0.21");
+        println!("  subscriber builds it (spec §1): the uwsgi header, then key/value pairs as in the");
+        println!("  uwsgi vars (u16 little-endian lengths), in uWSGI's order:");
+        let first = BACKENDS[0];
+        let req = Request {
+            key: KEY.as_bytes().to_vec(),
+            address: addrs[0].to_string().into_bytes(),
+            modifier1: first.modifier1,
+            weight: first.weight,
+            ..Request::default()
+        };
+        let datagram = wire::encode(SubCommand::Subscribe, &req)?;
+        println!("  datagram ({} bytes):", datagram.len());
+        print_subscription_header(&datagram);
+        hexdump(&datagram[Header::LEN..], Header::LEN);
+        let (packet, _) = Packet::parse(&datagram, &Limits::default())?.at_eof()?;
+        println!("  pairs (wire order):");
+        for (k, v) in packet.vars() {
+            println!("    {:<9} = {}", k.escape_ascii().to_string(), v.escape_ascii());
+        }
+        let decoded = wire::decode(&datagram, wire::Mode::Strict)?;
+        self.check(
+            decoded.command == SubCommand::Subscribe && decoded.request == req,
+            format!("wire::decode does not give back the encoded request: {decoded:?}"),
+        )?;
+        println!("  wire::decode (Mode::Strict, what a router accepts) gives the request back.");
+        println!("  cores and load are informational; an unsubscribe is the same datagram with");
+        println!("  modifier2 = 1.");
+
+        let specs: Vec<String> = BACKENDS
+            .iter()
+            .zip(&addrs)
+            .map(|(b, addr)| {
+                format!(
+                    "server={sub_addr},key={KEY},addr={addr},weight={},modifier1={}",
+                    b.weight, b.modifier1
+                )
+            })
+            .collect();
+        println!("  $ {} --events-json \\", program.display());
+        for (i, spec) in specs.iter().enumerate() {
+            println!("      --subscribe2 {spec}{}", if i + 1 < specs.len() { " \\" } else { "" });
+        }
+        let started = Instant::now();
+        let subscriber = SubscriberProcess::start(&program, &specs)?;
+        let subscriber = self.subscriber.insert(subscriber);
+        println!("  Its events (--events-json), in ms since it was started:");
+        let mut sent = Vec::new();
+        for addr in &addrs {
+            let what = format!("subscribe datagram for {addr}");
+            let event = subscriber.wait_for(&what, started, timeout, |e| {
+                e["event"] == "sent" && e["command"] == "subscribe" && e["address"] == addr.to_string()
+            })?;
+            sent.push(event);
+        }
+        for (event, (b, addr)) in sent.iter().zip(BACKENDS.iter().zip(&addrs)) {
+            self.check(
+                event["weight"] == b.weight && event["modifier1"] == b.modifier1 && event["key"] == KEY,
+                format!("backend {}'s subscription differs from its --subscribe2: {event}", b.name),
+            )?;
+            // What wire::encode makes of the same subscription: the subscriber must have sent
+            // as many bytes.
+            let req = Request {
+                key: KEY.as_bytes().to_vec(),
+                address: addr.to_string().into_bytes(),
+                modifier1: b.modifier1,
+                weight: b.weight,
+                ..Request::default()
+            };
+            let encoded = wire::encode(SubCommand::Subscribe, &req)?.len();
+            self.check(
+                event["len"] == encoded,
+                format!("backend {}'s datagram is not {encoded} bytes like wire::encode's: {event}", b.name),
+            )?;
+        }
+        println!(
+            "  each datagram as long as wire::encode makes it: {} bytes for backend A, as above",
+            sent[0]["len"]
+        );
+        println!("  The fastrouter's log (uWSGI's lines) and its stats:");
+        let router = self.router.as_mut().ok_or("the fastrouter is not running")?;
+        for addr in &addrs {
+            router.log_line(&format!("{KEY} => new node: {addr}"), timeout)?;
+        }
+        let (stats, seen) = router.wait_stats("three nodes in pool app.test", timeout, |s| {
+            pool_nodes(s, KEY).len() == BACKENDS.len()
+        })?;
+        let nodes = pool_nodes(&stats, KEY);
+        println!("  stats, pool {KEY}:");
+        println!("    backend  node             modifier1  weight  requests");
+        for (node, (b, addr)) in nodes.iter().zip(BACKENDS.iter().zip(&addrs)) {
+            println!(
+                "    {:<7}  {:<15}  {:<9}  {:<6}  {}",
+                b.name, node.name, node.modifier1, node.weight, node.requests
+            );
+            self.check(
+                node.name == addr.to_string()
+                    && node.modifier1 == u64::from(b.modifier1)
+                    && node.weight == b.weight,
+                format!("stats node {} differs from backend {}'s subscription", node.name, b.name),
+            )?;
+        }
+        println!("  the nodes are listed in subscription order, which the balancing depends on");
+        println!(
+            "  subscribed: the stats showed the three nodes {} ms after the subscriber was started",
+            ms(seen.duration_since(started))
+        );
+        Ok(())
+    }
+
+    fn section_wrr(&mut self) -> Result<()> {
+        self.heading("Requests through the fastrouter: uWSGI's weighted round robin");
+        let timeout = self.timeout;
+        let listen = self.router()?.listen;
+        let addrs: Vec<SocketAddr> = self.backends.iter().map(|b| b.addr).collect();
+        let vars = [
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/hello"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("HTTP_HOST", KEY),
+        ];
+        let mut wire = Vec::new();
+        encode_packet(0, 0, &vars, &mut wire)?;
+        println!(
+            "  {ROUTED_REQUESTS} times the same GET, HTTP_HOST = {KEY} (the key), header {}, {} bytes,",
+            hex(&wire[..Header::LEN]),
+            wire.len()
+        );
+        println!("  to the fastrouter at {listen}; each echo names its backend by the modifier1:");
+        let mut order = Vec::new();
+        for i in 1..=ROUTED_REQUESTS {
+            let reply =
+                exchange(listen, &wire, timeout).map_err(|e| format!("request {i} to {listen}: {e}"))?;
+            let (status, json) = parse_http_reply(&reply)?;
+            let echo: Value = serde_json::from_slice(json)?;
+            let m1 = echo["modifier1"].as_u64().ok_or_else(|| format!("no modifier1 in the echo {echo}"))?;
+            let b = BACKENDS
+                .iter()
+                .position(|b| u64::from(b.modifier1) == m1)
+                .ok_or_else(|| format!("request {i}: modifier1 {m1} is no backend's"))?;
+            println!(
+                "    request {i:>2}: {status}, echo modifier1 {m1} = backend {} ({}, weight {})",
+                BACKENDS[b].name, addrs[b], BACKENDS[b].weight
+            );
+            self.check(status == "HTTP/1.1 200 OK", format!("request {i}: status {status:?}"))?;
+            let sent: Vec<(String, String)> =
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            self.check(
+                echo_vars(&echo)? == sent && echo["modifier2"] == 0,
+                format!("request {i}: the backend got other vars: {echo}"),
+            )?;
+            order.push(b);
+        }
+        println!("  every backend got the vars as sent; only header byte 0 changed, to its modifier1");
+        let weights: Vec<u64> = BACKENDS.iter().map(|b| b.weight).collect();
+        let expected = wrr_order(&weights, ROUTED_REQUESTS);
+        let names = |order: &[usize]| order.iter().map(|&b| BACKENDS[b].name).collect::<Vec<_>>().join(" ");
+        println!("  order:                     {}", names(&order));
+        println!("  uWSGI's wrr (spec §2.7.1): {}", names(&expected));
+        self.check(
+            order == expected,
+            format!("the fastrouter's order {} is not uWSGI's {}", names(&order), names(&expected)),
+        )?;
+        println!("  the same. uWSGI's wrr gives each node weight / (the smallest weight) credits, here");
+        println!("  3, 1, 1 (integer division: weights 3 and 2 give 1:1); a lookup takes the first node");
+        println!("  in subscription order with a credit left; when none has one, the credits are reset");
+        println!("  and the LAST node is taken. Hence C, then A A A, then B. uWSGI 2.0.21, verified with");
+        println!("  real requests: A=3,B=1 gives B A A A B A A A; A=3,B=1,C=1 gives C A A A B.");
+        let counts: Vec<usize> =
+            (0..BACKENDS.len()).map(|b| order.iter().filter(|&&o| o == b).count()).collect();
+        let router = self.router()?;
+        let stats = router.stats(timeout)?;
+        let nodes = pool_nodes(&stats, KEY);
+        let spread: Vec<String> =
+            BACKENDS.iter().zip(&counts).map(|(b, n)| format!("{} {n}", b.name)).collect();
+        println!("  spread: {} of {ROUTED_REQUESTS} (weights 3:1:1)", spread.join(", "));
+        let requests: Vec<u64> = nodes.iter().map(|n| n.requests).collect();
+        let hits = pool_hits(&stats, KEY);
+        println!(
+            "  stats: \"requests\" {} for A, B, C; pool \"hits\" {}",
+            requests.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+            hits.map_or_else(|| "?".to_owned(), |h| h.to_string())
+        );
+        let counted: Vec<u64> = counts.iter().map(|&n| n as u64).collect();
+        self.check(requests == counted, format!("the stats count {requests:?} requests, not {counted:?}"))?;
+        self.check(
+            hits == Some(ROUTED_REQUESTS as u64),
+            format!("the pool's hits are {hits:?}, not {ROUTED_REQUESTS}"),
+        )?;
+        Ok(())
+    }
+
+    fn section_unsubscribe(&mut self) -> Result<()> {
+        self.heading("The subscriber leaves: SIGINT unsubscribes");
+        let timeout = self.timeout;
+        let addrs: Vec<SocketAddr> = self.backends.iter().map(|b| b.addr).collect();
+        let subscriber = self.subscriber()?;
+        let refreshes = subscriber.drain().iter().filter(|e| e["event"] == "sent").count();
+        if refreshes > 0 {
+            println!("  (meanwhile it refreshed its subscriptions: {refreshes} datagrams)");
+        }
+        println!("  SIGINT (or SIGTERM) makes the subscriber send an unsubscribe for each node, as a");
+        println!("  uWSGI master does at exit, then exit 0.");
+        println!("  $ kill -INT {}    (the subscriber)", subscriber.child.id());
+        let sent_at = Instant::now();
+        send_signal(&subscriber.child, "-INT")?;
+        println!("  Its events, in ms since SIGINT was sent:");
+        for addr in &addrs {
+            let what = format!("unsubscribe datagram for {addr}");
+            subscriber.wait_for(&what, sent_at, timeout, |e| {
+                e["event"] == "sent" && e["command"] == "unsubscribe" && e["address"] == addr.to_string()
+            })?;
+        }
+        subscriber.wait_for("shutdown event", sent_at, timeout, |e| e["event"] == "shutdown")?;
+        let status = wait_exit(&mut subscriber.child, "the subscriber", timeout)?;
+        self.check(status.success(), format!("the subscriber ended with {status} after SIGINT"))?;
+        println!("  the subscriber {}", ended(status));
+        self.subscriber = None;
+
+        println!("  The fastrouter's log:");
+        let router = self.router()?;
+        router.log_line(&format!("pool removed: {KEY}"), timeout)?;
+        let (stats, seen) =
+            router.wait_stats("an empty stats table", timeout, |s| pool_nodes(s, KEY).is_empty())?;
+        let vars = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/hello"), ("HTTP_HOST", KEY)];
+        let mut wire = Vec::new();
+        encode_packet(0, 0, &vars, &mut wire)?;
+        let listen = router.listen;
+        let reply = exchange(listen, &wire, timeout).map_err(|e| format!("talking to {listen}: {e}"))?;
+
+        let pools = stats.get("subscriptions").and_then(Value::as_array).map(Vec::len);
+        self.check(pools == Some(0), format!("pools left after the unsubscribes: {stats}"))?;
+        println!(
+            "  unsubscribed: {} ms after SIGINT the stats show \"subscriptions\": [], no node, no pool",
+            ms(seen.duration_since(sent_at))
+        );
+        println!(
+            "  a request for {KEY} now: {} bytes, then the fastrouter closed the connection; it logged",
+            reply.len()
+        );
+        self.check(
+            reply.is_empty(),
+            format!("the fastrouter answered {} bytes for an empty pool", reply.len()),
+        )?;
+        self.router()?.log_line(&format!("no node for key \"{KEY}\""), timeout)?;
+        println!("  (uWSGI's fastrouter too closes without a response when no node is left, spec §2.5)");
+        let router = self.router()?;
+        println!("  $ kill -INT {}    (the fastrouter)", router.child.id());
+        send_signal(&router.child, "-INT")?;
+        let status = wait_exit(&mut router.child, "the fastrouter", timeout)?;
+        self.check(status.success(), format!("the fastrouter ended with {status} after SIGINT"))?;
+        println!("  the fastrouter {}; the backends are stopped when the demo ends", ended(status));
+        self.router = None;
+        Ok(())
+    }
+
     // ---- helpers -------------------------------------------------------------------
 
     /// Sends one request, shows it taken apart, and checks the JSON echo against it.
@@ -933,31 +1300,12 @@ struct LegionNode {
 impl LegionNode {
     /// Sends a signal (`-INT`, …) with kill(1): std only sends SIGKILL.
     fn signal(&self, name: &str) -> Result<()> {
-        let status = Command::new("kill").args([name, &self.child.id().to_string()]).status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill {name} {} (valor {}): {status}", self.child.id(), self.valor).into())
-        }
+        send_signal(&self.child, name).map_err(|e| format!("{e} (valor {})", self.valor).into())
     }
 
     /// Waits (bounded) for the process to end.
     fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "legiond valor {} did not exit within {} s",
-                    self.valor,
-                    timeout.as_secs()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_exit(&mut self.child, &format!("legiond valor {}", self.valor), timeout)
     }
 }
 
@@ -1175,5 +1523,371 @@ impl Legion {
             events.push(event);
         }
         Ok(events)
+    }
+}
+
+/// Sends a signal (`-INT`, …) with kill(1): std only sends SIGKILL.
+fn send_signal(child: &Child, name: &str) -> Result<()> {
+    let status = Command::new("kill").args([name, &child.id().to_string()]).status()?;
+    if status.success() { Ok(()) } else { Err(format!("kill {name} {}: {status}", child.id()).into()) }
+}
+
+/// Waits (bounded) for `child`, called `what` in the error, to end.
+fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} did not exit within {} s", timeout.as_secs()).into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- the fastrouter and its subscribers -------------------------------------------------
+
+/// The pool the backends subscribe to, and the `HTTP_HOST` of the routed requests.
+const KEY: &str = "app.test";
+/// How many requests go through the fastrouter: two rounds of uWSGI's wrr at weights 3/1/1.
+const ROUTED_REQUESTS: usize = 10;
+/// How often the stats are read while waiting for a change.
+const STATS_POLL: Duration = Duration::from_millis(5);
+
+/// One backend of the fastrouter: an echo server, subscribed with these settings.
+#[derive(Clone, Copy)]
+struct Backend {
+    name: &'static str,
+    weight: u64,
+    /// Distinct per backend: the router writes it into the requests it forwards there, so
+    /// the echo names the backend.
+    modifier1: u8,
+}
+
+const BACKENDS: [Backend; 3] = [
+    Backend { name: "A", weight: 3, modifier1: 1 },
+    Backend { name: "B", weight: 1, modifier1: 2 },
+    Backend { name: "C", weight: 1, modifier1: 3 },
+];
+
+/// Which node takes each of `n` lookups under uWSGI 2.0.21's wrr (spec subscription.md
+/// §2.7.1), nodes given by their weights in list order, all alive and subscribed before
+/// the first lookup: a lookup takes the first node with a credit left; when none has one,
+/// every node gets `weight / min(weight)` credits and the last node is taken.
+fn wrr_order(weights: &[u64], n: usize) -> Vec<usize> {
+    let min = weights.iter().copied().min().unwrap_or(1).max(1);
+    let mut credits = vec![0; weights.len()];
+    let mut order = Vec::with_capacity(n);
+    for _ in 0..n {
+        let chosen = match credits.iter().position(|&c| c > 0) {
+            Some(i) => i,
+            None => {
+                credits = weights.iter().map(|w| w / min).collect();
+                weights.len().saturating_sub(1)
+            }
+        };
+        if let Some(c) = credits.get_mut(chosen) {
+            *c = c.saturating_sub(1);
+        }
+        order.push(chosen);
+    }
+    order
+}
+
+/// Prints the 4 header bytes of a subscription datagram and what each field means.
+fn print_subscription_header(datagram: &[u8]) {
+    let Some(bytes) = datagram.first_chunk::<4>() else { return };
+    let h = Header::from_bytes(*bytes);
+    println!("  header  {}", hex(bytes));
+    println!("          modifier1 = {:<5} a subscription", h.modifier1);
+    println!(
+        "          datasize  = {:<5} bytes {:02x} {:02x}: the pairs' length, a little-endian u16",
+        h.datasize, bytes[1], bytes[2]
+    );
+    println!("          modifier2 = {:<5} the command: 0 subscribe (or refresh), 1 unsubscribe", h.modifier2);
+}
+
+/// A node of a pool, as the fastrouter's stats show it.
+struct NodeStats {
+    name: String,
+    modifier1: u64,
+    weight: u64,
+    requests: u64,
+}
+
+/// The pool `key` of a stats document.
+fn pool<'a>(stats: &'a Value, key: &str) -> Option<&'a Value> {
+    stats.get("subscriptions")?.as_array()?.iter().find(|p| p["key"] == key)
+}
+
+/// The nodes of pool `key` in a stats document, in list order (none if there is no pool).
+fn pool_nodes(stats: &Value, key: &str) -> Vec<NodeStats> {
+    let nodes = pool(stats, key).and_then(|p| p.get("nodes")).and_then(Value::as_array);
+    let num = |n: &Value, k: &str| n.get(k).and_then(Value::as_u64).unwrap_or_default();
+    nodes
+        .into_iter()
+        .flatten()
+        .map(|n| NodeStats {
+            name: n.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            modifier1: num(n, "modifier1"),
+            weight: num(n, "weight"),
+            requests: num(n, "requests"),
+        })
+        .collect()
+}
+
+/// The `hits` of pool `key`.
+fn pool_hits(stats: &Value, key: &str) -> Option<u64> {
+    pool(stats, key)?.get("hits")?.as_u64()
+}
+
+/// The `fastrouter` child process. Dropping it kills the process.
+struct FastRouter {
+    child: Child,
+    /// The uwsgi-protocol listener.
+    listen: SocketAddr,
+    /// The UDP subscription server.
+    subscription: SocketAddr,
+    /// The stats server.
+    stats: SocketAddr,
+    /// Its stderr, line by line (uWSGI's log lines).
+    log: Receiver<String>,
+}
+
+impl FastRouter {
+    /// Starts it on free ports of 127.0.0.1 and learns them from its first lines.
+    fn start(program: &PathBuf, timeout: Duration) -> Result<Self> {
+        let mut child = Command::new(program)
+            .args(["--fastrouter", "127.0.0.1:0"])
+            .args(["--subscription-server", "127.0.0.1:0"])
+            .args(["--stats", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        // Built first, so that an error below still stops the child.
+        let (log_tx, log) = mpsc::channel();
+        let unset = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut router = Self { child, listen: unset, subscription: unset, stats: unset, log };
+        let (out_tx, out_rx) = mpsc::channel();
+        if let Some(stdout) = stdout {
+            std::thread::spawn(move || forward_lines(stdout, &out_tx, std::convert::identity));
+        }
+        if let Some(stderr) = stderr {
+            std::thread::spawn(move || forward_lines(stderr, &log_tx, std::convert::identity));
+        }
+        let deadline = Instant::now() + timeout;
+        let (mut listen, mut subscription, mut stats) = (None, None, None);
+        while listen.is_none() || subscription.is_none() || stats.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = out_rx.recv_timeout(left).map_err(|_| {
+                format!(
+                    "{} printed no `listening on`, `subscription server on` and `stats server on` \
+                     lines within {} s",
+                    program.display(),
+                    timeout.as_secs()
+                )
+            })?;
+            let parse = |prefix: &str| line.strip_prefix(prefix).and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(a) = parse("listening on ") {
+                listen = Some(a);
+            } else if let Some(a) = parse("subscription server on ") {
+                subscription = Some(a);
+            } else if let Some(a) = parse("stats server on ") {
+                stats = Some(a);
+            } else {
+                return Err(format!("unexpected line from the fastrouter: {line:?}").into());
+            }
+        }
+        router.listen = listen.unwrap_or(unset);
+        router.subscription = subscription.unwrap_or(unset);
+        router.stats = stats.unwrap_or(unset);
+        Ok(router)
+    }
+
+    /// One stats document: connect, read until the router closes, parse.
+    fn stats(&self, timeout: Duration) -> Result<Value> {
+        let raw = exchange(self.stats, b"", timeout)
+            .map_err(|e| format!("reading the fastrouter's stats at {}: {e}", self.stats))?;
+        serde_json::from_slice(&raw).map_err(|e| format!("the fastrouter's stats are not JSON: {e}").into())
+    }
+
+    /// Reads the stats every [`STATS_POLL`] until `pred` holds (bounded); returns them and
+    /// when they were read.
+    fn wait_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<(Value, Instant)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats(timeout)?;
+            let at = Instant::now();
+            if pred(&stats) {
+                return Ok((stats, at));
+            }
+            if at >= deadline {
+                return Err(format!(
+                    "the fastrouter's stats showed no {what} within {} s",
+                    timeout.as_secs()
+                )
+                .into());
+            }
+            std::thread::sleep(STATS_POLL);
+        }
+    }
+
+    /// Waits (bounded) for a log line containing `text`, printing every line read.
+    fn log_line(&mut self, text: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(left).map_err(|_| {
+                format!("the fastrouter logged no line with {text:?} within {} s", timeout.as_secs())
+            })?;
+            println!("    {line}");
+            if line.contains(text) {
+                return Ok(line);
+            }
+        }
+    }
+}
+
+impl Drop for FastRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A line a process printed, and when its reader thread read it.
+struct TimedLine {
+    at: Instant,
+    stderr: bool,
+    line: String,
+}
+
+/// The `subscriber` child process and its `--events-json` lines. Dropping it kills the
+/// process (without the unsubscribes: SIGKILL).
+struct SubscriberProcess {
+    child: Child,
+    lines: Receiver<TimedLine>,
+    /// Events read but not waited for yet.
+    pending: Vec<Value>,
+}
+
+impl SubscriberProcess {
+    fn start(program: &PathBuf, specs: &[String]) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.arg("--events-json");
+        for spec in specs {
+            cmd.arg("--subscribe2").arg(spec);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let (tx, lines) = mpsc::channel();
+        let line = move |stderr| move |line| TimedLine { at: Instant::now(), stderr, line };
+        if let Some(stdout) = stdout {
+            let tx = tx.clone();
+            std::thread::spawn(move || forward_lines(stdout, &tx, line(false)));
+        }
+        if let Some(stderr) = stderr {
+            std::thread::spawn(move || forward_lines(stderr, &tx, line(true)));
+        }
+        Ok(Self { child, lines, pending: Vec::new() })
+    }
+
+    /// The first event matching `pred`, among those read already or within `timeout`; the
+    /// events read meanwhile are printed, in ms since `origin`.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        origin: Instant,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return Ok(self.pending.remove(i));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = match self.lines.recv_timeout(left) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(
+                        format!("the subscriber sent no {what} within {} s", timeout.as_secs()).into()
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("the subscriber exited before its {what}").into());
+                }
+            };
+            if msg.stderr {
+                println!("    [subscriber stderr] {}", msg.line);
+                continue;
+            }
+            let event: Value = serde_json::from_str(&msg.line)
+                .map_err(|_| format!("not a subscriber --events-json line: {:?}", msg.line))?;
+            println!(
+                "    +{:>4} ms  {}",
+                ms(msg.at.saturating_duration_since(origin)),
+                gloss_subscriber(&event)
+            );
+            if pred(&event) {
+                return Ok(event);
+            }
+            self.pending.push(event);
+        }
+    }
+
+    /// Every event not waited for yet, and those the process printed since (not shown;
+    /// stderr lines are).
+    fn drain(&mut self) -> Vec<Value> {
+        let mut events = std::mem::take(&mut self.pending);
+        while let Ok(msg) = self.lines.try_recv() {
+            if msg.stderr {
+                println!("    [subscriber stderr] {}", msg.line);
+            } else if let Ok(event) = serde_json::from_str(&msg.line) {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
+impl Drop for SubscriberProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A subscriber event in words: `sent subscribe app.test 127.0.0.1:40001, weight 3,
+/// modifier1 1: 103 bytes`.
+fn gloss_subscriber(e: &Value) -> String {
+    let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    match text("event").as_str() {
+        "sent" => format!(
+            "sent      {:<11} {} {}, weight {}, modifier1 {}: {} bytes",
+            text("command"),
+            text("key"),
+            text("address"),
+            e["weight"],
+            e["modifier1"],
+            e["len"]
+        ),
+        "started" => "started   (signals handled from now on)".to_owned(),
+        "shutdown" => "shutdown  (every unsubscribe sent)".to_owned(),
+        other => format!("{other:<9} {e}"),
     }
 }
