@@ -189,6 +189,12 @@ struct Args {
     /// Most client connections at once (not a uWSGI option).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     max_sessions: u64,
+    /// Under a stream of subscriptions, read them in batches at most this many
+    /// milliseconds apart instead of waking for each datagram (0: read each at once). A
+    /// subscription is applied at most this late, against a tolerance of seconds; requests
+    /// are never delayed. Not a uWSGI option.
+    #[arg(long, value_name = "MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    subscription_coalesce_ms: u64,
 }
 
 fn parse_algo(s: &str) -> Result<Algorithm, String> {
@@ -535,6 +541,12 @@ struct App {
     scratch: Vec<u8>,
     /// `fastrouter` of the stats: every socket name, listeners first.
     socket_names: Vec<String>,
+    /// Our pid, for the log lines (read once).
+    pid: u32,
+    /// The batching interval of subscription reads (zero: no batching).
+    coalesce: Duration,
+    /// While batching: the subscription sockets are deregistered until then.
+    read_again_at: Option<Instant>,
 }
 
 /// Why the router stops with an error.
@@ -674,6 +686,9 @@ impl App {
             max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
             scratch: vec![0; CHUNK],
             socket_names,
+            pid: std::process::id(),
+            coalesce: Duration::from_millis(args.subscription_coalesce_ms),
+            read_again_at: None,
         })
     }
 
@@ -686,7 +701,14 @@ impl App {
             self.server.flush(now).map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
             self.report();
             let now = Instant::now();
+            if self.read_again_at.is_some_and(|t| now >= t) {
+                self.read_batch(now)?;
+            }
             let next_deadline = self.sessions.values().map(|s| s.deadline).min();
+            let next_deadline = match (next_deadline, self.read_again_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wait = [self.server.timeout(now), next_deadline.map(|d| d.saturating_duration_since(now))]
                 .into_iter()
                 .flatten()
@@ -699,9 +721,17 @@ impl App {
             for event in &events {
                 match event.token() {
                     SUBSCRIPTION_TOKEN => {
+                        let now = Instant::now();
                         self.server
-                            .handle_ready(event, Instant::now())
+                            .handle_ready(event, now)
                             .map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
+                        // Batch what comes next: one wake-up per interval, not per datagram.
+                        if !self.coalesce.is_zero() && self.read_again_at.is_none() {
+                            self.server
+                                .deregister(self.poll.registry())
+                                .map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
+                            self.read_again_at = Some(now + self.coalesce);
+                        }
                     }
                     // SIGINT, SIGTERM: exit 0. Dropping the app closes every socket and
                     // removes the unix socket files.
@@ -719,9 +749,26 @@ impl App {
         }
     }
 
+    /// The end of a batching interval: listen again and read what queued; while datagrams
+    /// keep coming, stay deaf for another interval.
+    fn read_batch(&mut self, now: Instant) -> Result<(), Fatal> {
+        let fatal = |e: DriverError| Fatal::Runtime(format!("subscription server: {e}"));
+        let before = self.server.stats().datagrams_received;
+        self.server.register(self.poll.registry(), SUBSCRIPTION_TOKEN).map_err(fatal)?;
+        self.server.read_now(now).map_err(fatal)?;
+        self.report();
+        if self.server.stats().datagrams_received == before {
+            self.read_again_at = None;
+        } else {
+            self.server.deregister(self.poll.registry()).map_err(fatal)?;
+            self.read_again_at = Some(now + self.coalesce);
+        }
+        Ok(())
+    }
+
     /// uWSGI's log lines for the table's events.
     fn report(&mut self) {
-        let pid = std::process::id();
+        let pid = self.pid;
         while let Some(event) = self.server.poll_event() {
             let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             match event {
