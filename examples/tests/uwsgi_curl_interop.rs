@@ -153,43 +153,7 @@ impl Drop for Uwsgi {
 fn curl(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_uwsgi-curl"));
     cmd.args(args);
-    run_bounded(cmd, RUN_LIMIT)
-}
-
-/// Spawns `cmd` with no stdin and collects its output; kills it and panics if it is still
-/// running after `limit`. The pipes are drained by threads so a large output cannot block.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut child_out = child.stdout.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = child_out.read_to_end(&mut v);
-        v
-    });
-    let mut child_err = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = child_err.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} was still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    common::run_bounded(cmd, None, RUN_LIMIT)
 }
 
 fn stderr(out: &Output) -> String {

@@ -8,11 +8,11 @@
 // the clock and polls with sleep; these tests are a driver, not a sans-IO core.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::io::{Read as _, Write as _};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -34,50 +34,7 @@ fn vectors_dir() -> PathBuf {
 fn dump(args: &[&str], stdin: &[u8]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_uwsgi-dump"));
     cmd.args(args);
-    run_bounded(cmd, stdin, RUN_LIMIT)
-}
-
-/// Spawns `cmd`, feeds it `stdin`, collects its output; kills it and panics if it is still
-/// running after `limit`. Pipes are served by threads so a large output cannot deadlock.
-fn run_bounded(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut child_in = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    // Dropping child_in at the end of the thread closes the program's stdin.
-    let writer = thread::spawn(move || {
-        let _ = child_in.write_all(&input);
-    });
-    let mut child_out = child.stdout.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = child_out.read_to_end(&mut v);
-        v
-    });
-    let mut child_err = child.stderr.take().unwrap();
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = child_err.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} was still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    writer.join().unwrap();
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    common::run_bounded(cmd, Some(stdin), RUN_LIMIT)
 }
 
 fn read_hex(path: &Path) -> String {

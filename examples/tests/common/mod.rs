@@ -23,3 +23,55 @@ pub fn require_program(name: &str) -> PathBuf {
         if ci { " (CI=true: peers are never skipped)" } else { "" }
     );
 }
+
+/// Spawns `cmd`, writes `stdin` to it (or gives it no stdin when `None`) and collects its
+/// output; kills it and panics if it is still running after `limit`. The pipes are served
+/// by threads so a large output cannot block the child.
+#[allow(clippy::disallowed_methods, reason = "test code: bounding a child process's run time")]
+pub fn run_bounded(
+    mut cmd: std::process::Command,
+    stdin: Option<&[u8]>,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let writer = stdin.map(|input| {
+        let mut child_in = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        // Dropping child_in at the end of the thread closes the program's stdin.
+        std::thread::spawn(move || {
+            let _ = child_in.write_all(&input);
+        })
+    });
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} was still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
