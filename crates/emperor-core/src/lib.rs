@@ -24,6 +24,8 @@
 pub mod config;
 pub mod emperor;
 pub mod proto;
+pub mod stats;
+pub mod vassal;
 
 pub use config::{ConfigError, EmperorConfig, ThrottleGrowth};
 pub use emperor::{
