@@ -23,6 +23,9 @@
 
 pub mod config;
 pub mod emperor;
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod monitor;
 pub mod proto;
 pub mod stats;
 pub mod vassal;
