@@ -22,6 +22,9 @@
 //! ```
 
 pub mod config;
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod driver;
 pub mod emperor;
 #[cfg(feature = "mio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
