@@ -106,3 +106,31 @@ printf '\011\000\001\000\001\000\001\001\001\003\005\001\007\004\006\002\007\005
 printf '\025\000\003\000\005\001\003\001\001\003\000\012\001\004\000\200\002\007\000\000\000\004\007\003\000' \
     >"$corpus/subscription_proto_scenario/seed-ketama-fallback"
 echo "seeded $s subscription vectors into $corpus/subscription_proto_{decode,datagram} and 3 scenario runs"
+
+# Zerg hand-offs: the 14 data bytes of every captured hand-off (`*.data.hex`; 0, 1, 2, 3
+# and 10 fds) and the Broodlord SOS byte as a negative seed. `zerg_fdpass_frame` takes the
+# bytes as they are. `zerg_fdpass_client` reads 3-byte records `[len % 16, fds % 8, flags]`
+# each followed by `len` data bytes (flags: bit 0 = MSG_CTRUNC, bits 2.. = 50 ms steps), so
+# each vector is seeded three ways, its fds (count % 8) on the first read: in one read, as
+# magic + count (10 + 4 bytes, as uWSGI's iovec), and byte by byte.
+zerg_vectors="${ZERG_VECTORS:-$here/../../shared/vectors/zerg}"
+mkdir -p "$corpus"/zerg_fdpass_{frame,client}
+z=0
+for hex in "$zerg_vectors"/*.data.hex "$zerg_vectors"/vassal-sos.hex; do
+    name="$(basename "$hex" .hex)"
+    name="${name%.data}"
+    unhex <"$hex" >"$corpus/zerg_fdpass_frame/$name"
+    data="$(tr -d ' \n' <"$hex")"
+    if [ "${#data}" -eq 28 ]; then
+        fds="$(printf '%02x' $((0x${data:20:2} % 8)))"
+        printf '%s' "0e${fds}00${data}" | unhex >"$corpus/zerg_fdpass_client/$name-one-read"
+        printf '%s' "0a${fds}00${data:0:20}040000${data:20:8}" | unhex >"$corpus/zerg_fdpass_client/$name-magic-then-count"
+        bytes="01${fds}00${data:0:2}"
+        for ((i = 2; i < 28; i += 2)); do
+            bytes="${bytes}010000${data:i:2}"
+        done
+        printf '%s' "$bytes" | unhex >"$corpus/zerg_fdpass_client/$name-byte-by-byte"
+    fi
+    z=$((z + 1))
+done
+echo "seeded $z zerg vectors into $corpus/zerg_fdpass_frame and 3 reads each into $corpus/zerg_fdpass_client"

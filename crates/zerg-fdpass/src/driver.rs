@@ -80,7 +80,16 @@ pub struct ServerDriver {
     base: Option<Token>,
     inode: Option<(u64, u64)>,
     last_now: Option<Instant>,
+    /// The last accept batch ran out before `WouldBlock`: connections may be waiting
+    /// that no new readiness edge will announce (STYLE.md §3.5 rule 4), so
+    /// [`ServerDriver::timeout`] answers zero and [`ServerDriver::handle_timeout`]
+    /// accepts again.
+    still_readable: bool,
 }
+
+/// Most connections accepted per wake-up, so one busy zerg socket cannot starve the rest
+/// of the host's loop.
+const ACCEPT_BATCH: usize = 1024;
 
 #[derive(Debug)]
 struct Conn {
@@ -135,6 +144,7 @@ impl ServerDriver {
             base: None,
             inode,
             last_now: None,
+            still_readable: false,
         })
     }
 
@@ -175,7 +185,7 @@ impl ServerDriver {
         let Some(base) = self.base else { return Ok(()) };
         let token = event.token();
         if token == base {
-            self.accept_all(registry, now)?;
+            self.accept_all(registry, now);
         } else if let Some(slot) = token.0.checked_sub(base.0 + 1)
             && let Some(Some(conn)) = self.slots.get(slot).copied()
             && let Some(state) = self.conns.get_mut(&conn)
@@ -187,16 +197,25 @@ impl ServerDriver {
         Ok(())
     }
 
-    /// Fires the core's timers (closes connections past their send deadline).
+    /// Fires the core's timers (closes connections past their send deadline), and
+    /// accepts the connections a capped accept batch left waiting. Early or repeated
+    /// calls are harmless.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) {
         let now = self.clamp(now);
         self.core.handle_timeout(now);
         self.drain(registry, now);
+        if self.still_readable && self.base.is_some() {
+            self.accept_all(registry, now);
+        }
     }
 
-    /// How long the host loop may sleep before [`ServerDriver::handle_timeout`].
+    /// How long the host loop may sleep before [`ServerDriver::handle_timeout`]: the
+    /// earliest send deadline, or zero while connections wait to be accepted.
     #[must_use]
     pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        if self.still_readable {
+            return Some(Duration::ZERO);
+        }
         self.core.poll_timeout().map(|t| t.saturating_duration_since(now))
     }
 
@@ -217,11 +236,15 @@ impl ServerDriver {
         now
     }
 
-    fn accept_all(&mut self, registry: &Registry, now: Instant) -> Result<(), DriverError> {
+    /// Accepts until `WouldBlock` or the batch runs out; accept errors are logged, never
+    /// fatal (the listener stays registered).
+    fn accept_all(&mut self, registry: &Registry, now: Instant) {
         let now = self.clamp(now);
-        // Bounded: at most one batch per wake-up, the rest on the next (edge-triggered,
-        // so re-arm by accepting until WouldBlock unless the batch ran out).
-        for _ in 0..1024 {
+        // Bounded: at most one batch per wake-up. Readiness is edge-triggered, so a batch
+        // that runs out before `WouldBlock` sets `still_readable` and the rest is taken
+        // from `handle_timeout` (which `timeout` schedules at once).
+        self.still_readable = false;
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let peer = match scm::peer_cred(stream.as_fd()) {
@@ -235,7 +258,7 @@ impl ServerDriver {
                     self.conns.insert(conn, Conn { stream, blocked: None, slot: None });
                     self.drain(registry, now);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -244,15 +267,15 @@ impl ServerDriver {
                     ) =>
                 {
                     warn!("zerg server {}: out of file descriptors: {e}", self.addr);
-                    return Ok(());
+                    return;
                 }
                 Err(e) => {
                     debug!("zerg server {}: accept failed: {e}", self.addr);
-                    return Ok(());
+                    return;
                 }
             }
         }
-        Ok(())
+        self.still_readable = true;
     }
 
     fn drain(&mut self, registry: &Registry, now: Instant) {

@@ -8,8 +8,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::client::{Attach, AttachOptions, Step};
-use crate::proto::Header;
+use crate::client::{Attach, AttachError, AttachOptions, Step};
+use crate::proto::{DecodeError, HEADER_LEN, Header, MAGIC, MAX_FDS};
 
 /// A stand-in for an fd that counts how many are alive, so a test can check that every
 /// one given to the client is either handed out or dropped.
@@ -66,7 +66,7 @@ pub fn run_client(reads: &[Read], strict: bool) -> Option<usize> {
         match attach.handle_recv(start + read.at, data, fds, read.truncated) {
             Ok(Step::NeedMore(a)) => state = Some(a),
             Ok(Step::Done(h)) => {
-                assert_eq!(taken.len(), crate::proto::HEADER_LEN);
+                assert_eq!(taken.len(), HEADER_LEN);
                 let header = Header::decode(&taken).ok();
                 assert_eq!(header.map(|h| h.count), Some(h.announced));
                 if strict {
@@ -104,4 +104,54 @@ pub fn reads_from_bytes(mut input: &[u8]) -> Vec<Read> {
         }
     }
     reads
+}
+
+/// The `zerg_fdpass_frame` target: [`Header::decode`] on arbitrary bytes.
+///
+/// # Panics
+/// If an accepted header does not re-encode to the 14 bytes it came from, an error
+/// contradicts the bytes, or the client read in one piece disagrees with `decode`.
+pub fn frame(data: &[u8]) {
+    match Header::decode(data) {
+        Ok(header) => {
+            assert!(header.count <= MAX_FDS);
+            assert_eq!(Header::new(header.count), Ok(header));
+            assert_eq!(header.encode().as_slice(), &data[..HEADER_LEN], "re-encodes byte for byte");
+        }
+        Err(DecodeError::Short(n)) => assert!(n == data.len() && n < HEADER_LEN),
+        Err(DecodeError::BadMagic) => assert_ne!(&data[..MAGIC.len()], MAGIC.as_slice()),
+        Err(DecodeError::NegativeCount(c)) => assert!(c < 0),
+        Err(DecodeError::TooManyFds(c)) => assert!(usize::try_from(c).is_ok_and(|n| n > MAX_FDS)),
+    }
+    // The client, given the same bytes in one read (without fds, count not enforced),
+    // completes exactly when `decode` accepts, and fails with `decode`'s error.
+    let start = Instant::now();
+    let options = AttachOptions { timeout: Duration::from_secs(5), strict_count: false };
+    let read = &data[..data.len().min(HEADER_LEN)];
+    let step = Attach::<()>::new(start, &options).handle_recv(start, read, Vec::new(), false);
+    match (step, Header::decode(data)) {
+        (Ok(Step::Done(h)), Ok(header)) => assert_eq!(h.announced, header.count),
+        (Ok(Step::NeedMore(_)), Err(DecodeError::Short(_))) => {
+            assert!(data.len() < MAGIC.len() || data.starts_with(MAGIC));
+        }
+        (Err(AttachError::Eof { got: 0 }), Err(DecodeError::Short(0))) => {}
+        (Err(AttachError::Decode(e)), Err(d)) => {
+            assert!(e == d || (e == DecodeError::BadMagic && matches!(d, DecodeError::Short(_))));
+        }
+        (step, decoded) => panic!("client {step:?} vs decode {decoded:?}"),
+    }
+}
+
+/// The `zerg_fdpass_client` target: the input cut into reads ([`reads_from_bytes`]) and run
+/// through the client, strict and advisory count ([`run_client`]).
+///
+/// # Panics
+/// As [`run_client`]; also if the strict client completes where the advisory one does not.
+pub fn client(data: &[u8]) {
+    let reads = reads_from_bytes(data);
+    let strict = run_client(&reads, true);
+    let loose = run_client(&reads, false);
+    if strict.is_some() {
+        assert_eq!(strict, loose, "strict accepts only what the advisory count accepts");
+    }
 }

@@ -107,6 +107,7 @@ pub mod driver;
 #[cfg(any(fuzzing, feature = "__fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inherited;
 mod listener;
 pub mod proto;
 mod scm;

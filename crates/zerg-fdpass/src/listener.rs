@@ -143,14 +143,28 @@ pub(crate) fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
             io::ErrorKind::AlreadyExists,
             format!("{} exists and is not a socket", path.display()),
         )),
-        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is a live socket: another process listens on it", path.display()),
+        // Only `ECONNREFUSED` proves nobody listens. The probe does not block: a blocking
+        // connect to a live server whose backlog is full waits for room, forever if that
+        // server is hung. `EAGAIN` (backlog full) means live; anything else (`EACCES` on
+        // another user's socket, `EPROTOTYPE` on a datagram or seqpacket socket) says
+        // nothing about staleness, so the file is left alone.
+        Ok(_) => match scm::probe_unix_listener(path) {
+            Ok(()) => Err(live(path)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(live(path)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("{} exists and cannot be probed ({e}): not removing it", path.display()),
             )),
-            Err(_) => std::fs::remove_file(path),
         },
     }
+}
+
+fn live(path: &std::path::Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{} is a live socket: another process listens on it", path.display()),
+    )
 }
 
 #[cfg(test)]

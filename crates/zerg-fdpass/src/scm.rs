@@ -5,6 +5,10 @@
 //! buffer into owned values and closes whatever is not taken), they carry `FD_CLOEXEC`
 //! (`MSG_CMSG_CLOEXEC`), and the control buffer has room for [`MAX_FDS`] fds, the most a
 //! Linux `SCM_RIGHTS` message carries, so one read gets them all.
+#![cfg_attr(
+    not(feature = "mio"),
+    allow(dead_code, reason = "sendmsg/recvmsg and SO_PEERCRED serve the mio driver only")
+)]
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -123,6 +127,20 @@ pub(crate) fn inspect(fd: BorrowedFd<'_>) -> io::Result<SocketInfo> {
     Ok(SocketInfo::Socket { kind, listening, local })
 }
 
+/// Connects to the unix stream socket at `path` without blocking and closes again: `Ok`
+/// if something listens there, `WouldBlock` if it listens with a full backlog,
+/// `ConnectionRefused` if nothing does.
+pub(crate) fn probe_unix_listener(path: &std::path::Path) -> io::Result<()> {
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::connect(&socket, &SocketAddrUnix::new(path)?)?;
+    Ok(())
+}
+
 /// Sets `FD_CLOEXEC`.
 pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = rustix::io::fcntl_getfd(fd)?;
@@ -135,36 +153,72 @@ fn is_open(n: i32) -> bool {
     std::fs::symlink_metadata(format!("/proc/self/fd/{n}")).is_ok()
 }
 
-/// Set once the systemd fds have been adopted: ownership can be taken only once.
-static SYSTEMD_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Every fd number adopted so far. A number is never adopted twice, even after the fd was
+/// closed and the number reused, so at most one `OwnedFd` is ever made from an inherited
+/// number.
+static ADOPTED: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Why an inherited fd cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdoptError {
+    /// Below 3: stdin, stdout and stderr belong to std.
+    #[error("fd {0} is a standard stream")]
+    Standard(i32),
+    /// Not open in this process.
+    #[error("fd {0} is not open")]
+    NotOpen(i32),
+    /// Already taken by an earlier call.
+    #[error("fd {0} was already taken")]
+    AlreadyTaken(i32),
+}
+
+/// Takes ownership of fd `n`, which the parent passed to this process (its number comes
+/// from an environment variable: `LISTEN_FDS`, `UWSGI_EMPEROR_FD`, …). Each number can be
+/// taken once per process; the fd gets `FD_CLOEXEC`.
+pub(crate) fn adopt(n: i32) -> Result<OwnedFd, AdoptError> {
+    if n < 3 {
+        return Err(AdoptError::Standard(n));
+    }
+    let mut adopted = ADOPTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if adopted.contains(&n) {
+        return Err(AdoptError::AlreadyTaken(n));
+    }
+    if !is_open(n) {
+        return Err(AdoptError::NotOpen(n));
+    }
+    adopted.insert(n);
+    #[allow(unsafe_code)]
+    // SAFETY: `n` is open (checked above), is not a standard stream, and was handed to
+    // this process by its parent for it to own (the caller read its number from the
+    // variable the parent set, as sd_listen_fds(3) does). Nothing else in this process
+    // owns it: std never adopts fds it did not open, and `ADOPTED` (held across the check
+    // and the adoption) lets each number become an `OwnedFd` at most once per process, so
+    // it is closed exactly once.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) };
+    drop(adopted);
+    // Best effort: a child we spawn must not inherit it.
+    let _ = set_cloexec(fd.as_fd());
+    Ok(fd)
+}
 
 /// Takes ownership of the fds systemd passed to this process (numbers from
-/// [`crate::systemd::parse`]), once per process.
+/// [`crate::systemd::parse`]): all of them, or none.
 pub(crate) fn adopt_inherited(
     fds: &[crate::systemd::Announced],
 ) -> Result<Vec<OwnedFd>, crate::systemd::SystemdError> {
     use crate::systemd::SystemdError;
-    use std::sync::atomic::Ordering;
     if let Some(missing) = fds.iter().find(|a| !is_open(a.fd)) {
         return Err(SystemdError::NotOpen(missing.fd));
     }
-    if SYSTEMD_TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(SystemdError::AlreadyTaken);
-    }
     let mut owned = Vec::with_capacity(fds.len());
     for announced in fds {
-        #[allow(unsafe_code)]
-        // SAFETY: the fd is open (checked above) and was passed to this process by its
-        // service manager for it to own (LISTEN_PID is our pid: `systemd::parse`).
-        // Nothing else in this process takes it: the std library never uses fds it did
-        // not open, and `SYSTEMD_TAKEN` lets this run at most once per process, so exactly
-        // one `OwnedFd` exists for each fd and it is closed exactly once.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(announced.fd) };
-        owned.push(fd);
-    }
-    for fd in &owned {
-        // Best effort: a child we spawn must not inherit these.
-        let _ = set_cloexec(fd.as_fd());
+        match adopt(announced.fd) {
+            Ok(fd) => owned.push(fd),
+            Err(AdoptError::AlreadyTaken(_)) => return Err(SystemdError::AlreadyTaken),
+            Err(_) => return Err(SystemdError::NotOpen(announced.fd)),
+        }
     }
     Ok(owned)
 }

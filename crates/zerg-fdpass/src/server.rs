@@ -353,7 +353,7 @@ impl ZergServer {
     pub fn handle_sent(&mut self, now: Instant, conn: ConnId, written: usize) {
         self.clock(now);
         let Some(state) = self.conns.get_mut(&conn) else { return };
-        state.sent = (state.sent + written).min(HEADER_LEN);
+        state.sent = state.sent.saturating_add(written).min(HEADER_LEN);
         if state.sent < HEADER_LEN {
             // The rest of the header this peer was promised (the offer may have changed).
             let data = Chunk { buf: state.header.encode(), start: state.sent };
