@@ -537,7 +537,10 @@ fn more_than_one_accept_batch_of_waiting_peers_are_all_served() {
         let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rlimit);
     }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(limit >= 4 * PEERS as u64, "RLIMIT_NOFILE {limit} is too low for {PEERS} peers (hard limit included)");
+    assert!(
+        limit >= 4 * PEERS as u64,
+        "RLIMIT_NOFILE {limit} is too low for {PEERS} peers (hard limit included)"
+    );
     let zerg = abstract_addr();
     let driver =
         ServerDriver::bind(&zerg, config(PeerPolicy::anyone()), SocketFile::default(), vec![]).unwrap();
