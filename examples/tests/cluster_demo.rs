@@ -91,6 +91,7 @@ fn demo_runs_every_section_and_exits_zero() {
     assert_eq!(dup, ["one", "two"], "duplicate vars in the table:\n{out}");
     check_legion_sections(&out);
     check_fastrouter_sections(&out);
+    check_zerg_and_emperor_sections(&out);
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("all ") && last.ends_with(" checks passed"), "last line {last:?}\n{out}");
     assert!(!out.contains("server log (other)"), "unexpected server log lines:\n{out}");
@@ -327,4 +328,38 @@ fn demo_fails_when_its_server_does_not_start() {
     let (status, _, err) = run_demo(&["--server", "/nonexistent/uwsgi-echo-server"], Duration::from_secs(30));
     assert!(!status.success());
     assert!(err.contains("cannot start /nonexistent/uwsgi-echo-server"), "stderr: {err}");
+}
+
+/// Sections 16 (zerg hand-over under load) and 17 (emperor).
+fn check_zerg_and_emperor_sections(out: &str) {
+    let zerg = section(out, 16);
+    for expected in [
+        "(source zerg)",
+        "handed 1 socket(s) to pid",
+        "exited with status 0",
+        "0 failed, 0 refused, 0 timed out",
+        "zero failed requests across the hand-over",
+    ] {
+        assert!(zerg.contains(expected), "missing {expected:?} in section 16:\n{zerg}");
+    }
+    let answered: u64 = zerg
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_suffix("").and_then(|l| l.split_once(" requests answered")).map(|(n, _)| n.trim())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in section 16:\n{zerg}"));
+    assert!(answered >= 100, "only {answered} requests during the hand-over:\n{zerg}");
+    let emperor = section(out, 17);
+    for expected in [
+        "spawned pid",
+        "GET / -> ",
+        "v1\\n",
+        "reload sent (byte 1)",
+        "v2\\n",
+        "destroyed",
+        "emperor exited with status 0",
+    ] {
+        assert!(emperor.contains(expected), "missing {expected:?} in section 17:\n{emperor}");
+    }
 }

@@ -52,7 +52,16 @@
 //!     for `app.test` gets no response: the router closes the connection, as uWSGI's does;
 //!     then SIGINT to the router, which exits 0.
 //!
-//! Later crates add their own sections (zerg, emperor).
+//! 16. a zerg hand-over under load: `zerg-http` A binds a listener on a free port and
+//!     shares it on a unix socket (`--zerg-server`); `http-load` sends a steady stream of
+//!     requests (8 clients, one request per connection); `zerg-http` B attaches
+//!     (`--zerg`) and gets a duplicate of the same listening socket, so both accept;
+//!     SIGINT to A, which stops accepting at once and finishes what it has; the load sees
+//!     zero failed, refused or timed-out requests, answered by both pids, with the count;
+//! 17. an `emperor` watching a temporary directory, running `vassal-demo` vassals: a file
+//!     appears (spawned a few ms later, inotify), changes (reload in place, same pid,
+//!     the new text served), disappears (stopped and forgotten), each reaction timed
+//!     against uWSGI's 3 s scan period; SIGINT to the emperor, which exits 0.
 //!
 //! # Running it
 //!
@@ -124,6 +133,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+mod emperor;
+mod procs;
+mod zerg;
 use serde_json::Value;
 use subscription_proto::{Command as SubCommand, Request, wire};
 use uwsgi_packet::{Header, Limits, Packet, Status, encode_packet};
@@ -146,6 +159,18 @@ struct Args {
     /// The subscriber program to start (default: the one next to this program).
     #[arg(long, value_name = "PATH")]
     subscriber: Option<PathBuf>,
+    /// The zerg-http program to start, twice (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    zerg_http: Option<PathBuf>,
+    /// The http-load program to start (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    http_load: Option<PathBuf>,
+    /// The emperor program to start (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    emperor: Option<PathBuf>,
+    /// The vassal program the emperor runs (default: vassal-demo next to this program).
+    #[arg(long, value_name = "PATH")]
+    vassal_demo: Option<PathBuf>,
     /// Upper bound in seconds for every wait (server start, connect, reply, log line,
     /// legion event, subscriber event, stats change, process exit).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -208,6 +233,8 @@ impl Demo {
         self.section_subscribe(args)?;
         self.section_wrr()?;
         self.section_unsubscribe()?;
+        self.section_zerg_hand_over(args)?;
+        self.section_emperor(args)?;
         Ok(())
     }
 
