@@ -7,7 +7,11 @@
 //!   intends, not as 2.0.21 does).
 //! * It runs in its own process group (so a kill reaches its workers) with a
 //!   parent-death signal (`setpriv --pdeathsig KILL`, which execs the vassal in place),
-//!   so nothing outlives the emperor.
+//!   so nothing outlives the emperor. When the leader dies, whatever is left of its group
+//!   is killed before the leader is reaped (differs from uWSGI 2.0.21, which leaves
+//!   orphaned workers to notice their master's death by themselves: a worker busy in a
+//!   request does so only after it, and holds the listening socket the respawn must
+//!   bind until then).
 //! * Exits are seen through a pidfd per child (no `SIGCHLD` handler), with a `waitpid`
 //!   sweep every scan period as a safety net.
 //! * Monitors are scanned every `freq` and at once when their inotify fd fires.
@@ -343,7 +347,16 @@ impl EmperorDriver {
     }
 
     fn reap(&mut self, now: Instant, pid: u32) {
-        let Some(rpid) = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(0)) else { return };
+        use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
+        let Some(rpid) = Pid::from_raw(i32::try_from(pid).unwrap_or(0)) else { return };
+        // While the leader is an unreaped zombie its pid, and so its group id, cannot be
+        // reused: kill what is left of the group now. A uWSGI worker busy in a request
+        // when its master is killed only notices after the request, and until then holds
+        // the listening socket that the respawn must bind.
+        let peek = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        if matches!(waitid(WaitId::Pid(rpid), peek), Ok(Some(_))) {
+            let _ = kill_process_group(rpid, Signal::KILL);
+        }
         let status = match rustix::process::waitpid(Some(rpid), rustix::process::WaitOptions::NOHANG) {
             Ok(Some((_, status))) => {
                 ExitStatus { code: status.exit_status(), signal: status.terminating_signal() }

@@ -192,7 +192,8 @@ pub enum EventKind {
     Ready,
     /// Byte 5.
     Accepting,
-    /// First byte 17 of this record.
+    /// First byte 17 of this process (kept across reloads; a crash respawn must earn it
+    /// again).
     Loyal,
     /// Reload sent (byte 1) after a config change or [`Emperor::reload_all`].
     Reloaded,
@@ -320,7 +321,7 @@ pub struct Vassal {
     pub first_run: Option<Instant>,
     /// When it last started or was reloaded.
     pub last_run: Option<Instant>,
-    /// Sent 17 at least once.
+    /// Sent 17 since its last (re)spawn; kept across reloads, cleared by a crash.
     pub loyal: bool,
     /// Sent 1 since its last (re)start.
     pub ready: bool,
@@ -817,7 +818,7 @@ impl Emperor {
             match timer {
                 Timer::Spawn => {
                     if self.vassals.get(&id).is_some_and(|v| matches!(v.phase, Phase::Throttled { .. })) {
-                        self.spawn(id);
+                        self.start(id);
                     }
                 }
                 Timer::Kill => self.kill(now, id),
@@ -906,7 +907,7 @@ impl Emperor {
             }
             Phase::Exiled => {
                 v.deaths = 0;
-                self.spawn(id);
+                self.start(id);
             }
             // The new config is used at the next start.
             Phase::OnDemand
@@ -1030,6 +1031,25 @@ impl Emperor {
         self.act(Action::Spawn(spawn));
     }
 
+    /// Starts a record that has no process: an on-demand one goes back to waiting for a
+    /// connection on its socket (which the driver kept), any other is spawned.
+    fn start(&mut self, id: VassalId) {
+        let Some(v) = self.vassals.get_mut(&id) else { return };
+        if v.report.on_demand.is_none() {
+            self.spawn(id);
+            return;
+        }
+        v.phase = Phase::OnDemand;
+        v.status = 0;
+        v.ready = false;
+        v.accepting = false;
+        v.cursed_at = None;
+        // Its next process starts like its first, on a connection ("spawned").
+        v.deaths = 0;
+        self.act(Action::WatchOnDemand { id });
+        self.emit(id, EventKind::OnDemand);
+    }
+
     fn reload(&mut self, now: Instant, id: VassalId) {
         let Some(v) = self.vassals.get_mut(&id) else { return };
         if !matches!(v.phase, Phase::Running { .. }) {
@@ -1108,6 +1128,10 @@ impl Emperor {
         v.accepting = false;
         v.last_heartbeat = None;
         let loyal = v.loyal;
+        // The next process must prove itself again (uWSGI's respawn is a new, unloyal
+        // instance): a once-loyal vassal that keeps crashing is throttled from its second
+        // crash on, not respawned in a tight loop.
+        v.loyal = false;
         let name = v.name.clone();
         let zerg = v.zerg;
         self.emit(id, EventKind::Died(status));
@@ -1129,7 +1153,7 @@ impl Emperor {
         }
         match self.throttled_until(&name, now) {
             Some(until) => self.throttle(id, now, until),
-            None => self.spawn(id),
+            None => self.start(id),
         }
     }
 
@@ -1382,6 +1406,16 @@ mod tests {
         h.drain();
         assert!(h.pid("a.ini").is_some());
         assert!(h.kinds().contains(&"respawned"));
+        // The respawned process has not been loyal yet: crashing again is throttled (a
+        // once-loyal vassal that keeps crashing at startup must not spin).
+        assert!(!h.e.by_name("a.ini").expect("record").loyal);
+        let pid = h.pid("a.ini").expect("running");
+        h.e.handle_exit(h.now, pid, ExitStatus { code: Some(1), signal: None });
+        h.drain();
+        assert_eq!(h.pid("a.ini"), None, "throttled, not respawned at once");
+        assert!(h.kinds().contains(&"throttled"));
+        h.advance(Duration::from_secs(1));
+        assert!(h.pid("a.ini").is_some());
     }
 
     #[test]
@@ -1462,6 +1496,28 @@ mod tests {
         h.drain();
         assert_eq!(h.take_actions(), [Action::CloseChannels { id }, Action::WatchOnDemand { id }]);
         assert_eq!(h.pid("od.ini"), None);
+        // A crash goes back to waiting on the socket (kept by the driver): the next
+        // process gets it as fd 0 again, on the next connection.
+        h.e.handle_connection(h.now, id);
+        h.drain();
+        let acts = h.take_actions();
+        assert!(matches!(&acts[..], [Action::Spawn(s)] if s.on_demand));
+        let pid = h.pid("od.ini").expect("running");
+        h.kinds();
+        h.e.handle_exit(h.now, pid, ExitStatus { code: None, signal: Some(9) });
+        h.drain();
+        assert_eq!(h.pid("od.ini"), None);
+        assert_eq!(h.kinds(), ["died", "throttled"], "never loyal: blacklisted");
+        assert_eq!(h.take_actions(), [Action::CloseChannels { id }]);
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.take_actions(), [Action::WatchOnDemand { id }]);
+        assert_eq!(h.kinds(), ["on-demand"]);
+        assert!(h.e.by_name("od.ini").is_some_and(Vassal::is_on_demand_waiting));
+        h.e.handle_connection(h.now, id);
+        h.drain();
+        let acts = h.take_actions();
+        assert!(matches!(&acts[..], [Action::Spawn(s)] if s.on_demand), "{acts:?}");
+        assert_eq!(h.kinds(), ["spawned"]);
         // An empty socket name is no socket (2.0.21 binds "" and never runs it).
         r.name = "plain.ini".into();
         r.on_demand = Some(String::new());

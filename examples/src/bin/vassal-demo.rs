@@ -15,7 +15,18 @@
 //! ```text
 //! vassal-demo --http-socket 127.0.0.1:8080 [--heartbeat 2] [--text hello]
 //! vassal-demo --ini app.ini        # keys http-socket, heartbeat, text of [uwsgi]
+//! vassal-demo --ini app.ini:zerg   # the same keys from section [zerg] (a broodlord zerg)
 //! ```
+//!
+//! As uWSGI does, `--ini FILE:SECTION` reads section `[SECTION]` instead of `[uwsgi]`
+//! (the emperor starts a broodlord zerg of `app.ini` as `--ini app.ini:zerg`), also for
+//! `emperor://NAME:SECTION`; the zerg gets `UWSGI_BROODLORD_NUM` from its emperor.
+//! Before an in-place reload with a config pipe it sends byte 2 and reads the pushed
+//! config after the re-exec, as a uWSGI vassal does.
+//!
+//! Test hook (not a uWSGI option): `--sos-after-ms N` (ini key `sos-after-ms`) sends one
+//! SOS (byte 30, a broodlord reinforcement request) N ms after start, standing in for
+//! uWSGI's `--vassal-sos`, whose trigger (all workers busy) this server cannot reach.
 //!
 //! The listening socket is, in order: fd 0 when it is a listening socket (on-demand
 //! vassals), the one kept across a reload, `--http-socket`; with none it runs idle (a
@@ -29,6 +40,7 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use emperor_core::proto::FromVassal;
 use emperor_core::vassal::{Command as EmperorCommand, VassalChannel};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
@@ -45,19 +57,22 @@ struct Settings {
     http_socket: Option<String>,
     heartbeat: Option<u64>,
     text: Option<String>,
+    sos_after_ms: Option<u64>,
 }
 
 impl Settings {
-    fn from_ini(text: &str) -> Self {
+    /// The keys of section `[section]` (uWSGI's is `uwsgi`).
+    fn from_ini(text: &str, section: &str) -> Self {
         let mut s = Self::default();
-        let mut in_uwsgi = false;
+        let header = format!("[{section}]");
+        let mut in_section = false;
         for line in text.lines() {
             let line = line.trim();
             if line.starts_with('[') {
-                in_uwsgi = line == "[uwsgi]";
+                in_section = line == header;
                 continue;
             }
-            if !in_uwsgi || line.starts_with(['#', ';']) {
+            if !in_section || line.starts_with(['#', ';']) {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else { continue };
@@ -66,6 +81,7 @@ impl Settings {
                 "http-socket" => s.http_socket = Some(v),
                 "heartbeat" => s.heartbeat = v.parse().ok(),
                 "text" => s.text = Some(v),
+                "sos-after-ms" => s.sos_after_ms = v.parse().ok(),
                 _ => {}
             }
         }
@@ -89,6 +105,7 @@ fn main() -> ExitCode {
             "--http-socket" => settings.http_socket = value(),
             "--heartbeat" => settings.heartbeat = value().and_then(|v| v.parse().ok()),
             "--text" => settings.text = value(),
+            "--sos-after-ms" => settings.sos_after_ms = value().and_then(|v| v.parse().ok()),
             "--ini" => ini = value(),
             other => return fail(format!("unknown option {other:?}")),
         }
@@ -101,7 +118,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if let Some(name) = &ini {
+    if let Some(arg) = &ini {
+        // `FILE:SECTION` (uWSGI's syntax; a zerg gets `NAME:zerg`).
+        let (name, section) = match arg.rsplit_once(':') {
+            Some((file, section)) if !section.is_empty() && !section.contains('/') => (file, section),
+            _ => (arg.as_str(), "uwsgi"),
+        };
         let text = if name.starts_with("emperor://") {
             match config_fd.as_ref().map(read_pushed_config) {
                 Some(Ok(t)) => t,
@@ -114,10 +136,11 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("{name}: {e}")),
             }
         };
-        let from_ini = Settings::from_ini(&text);
+        let from_ini = Settings::from_ini(&text, section);
         settings.http_socket = settings.http_socket.or(from_ini.http_socket);
         settings.heartbeat = settings.heartbeat.or(from_ini.heartbeat);
         settings.text = settings.text.or(from_ini.text);
+        settings.sos_after_ms = settings.sos_after_ms.or(from_ini.sos_after_ms);
     }
     match serve(settings, channel, config_fd) {
         Ok(code) => code,
@@ -128,6 +151,9 @@ fn main() -> ExitCode {
 /// Reads one pushed config (uWSGI waits at most 5 s for it).
 fn read_pushed_config(fd: &OwnedFd) -> io::Result<String> {
     let mut stream = std::os::unix::net::UnixStream::from(fd.try_clone()?);
+    // After an in-place reload the fd is still non-blocking (`O_NONBLOCK` belongs to the
+    // open file and survives exec): the timeout needs a blocking socket.
+    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut header = [0u8; 4];
     stream.read_exact(&mut header)?;
@@ -200,9 +226,16 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
         vassal.ready();
     }
     vassal.accepting();
+    // The test hook: one SOS, once, N ms after this start.
+    let mut sos_at = settings.sos_after_ms.map(|ms| now + Duration::from_millis(ms));
     let mut events = Events::with_capacity(16);
     loop {
-        vassal.handle_timeout(Instant::now());
+        let now = Instant::now();
+        vassal.handle_timeout(now);
+        if sos_at.is_some_and(|t| now >= t) {
+            sos_at = None;
+            vassal.sos();
+        }
         if let Some(c) = channel.as_mut() {
             while let Some(b) = vassal.poll_transmit() {
                 if c.write(&[b]).is_err() {
@@ -218,13 +251,21 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
                     return Ok(ExitCode::from(1));
                 }
                 EmperorCommand::Reload => {
+                    // With a config pipe, ask for the config first (byte 2): the new life
+                    // reads it (uWSGI's `uwsgi_reload` does the same before its execve).
+                    if let (Some(c), Some(_)) = (channel.as_mut(), config.as_ref())
+                        && write_byte(c, FromVassal::ConfigRequest.byte()).is_err()
+                    {
+                        return Ok(ExitCode::from(1));
+                    }
                     let err = reexec(channel.as_ref(), config.as_ref(), listener_fd);
                     return Err(err);
                 }
                 _ => {}
             }
         }
-        let wait = vassal.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+        let deadline = [vassal.poll_timeout(), sos_at].into_iter().flatten().min();
+        let wait = deadline.map(|t| t.saturating_duration_since(Instant::now()));
         match poll.poll(&mut events, wait) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => r?,
@@ -248,6 +289,23 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Writes one byte on the (non-blocking) channel, waiting up to 1 s for room.
+fn write_byte(channel: &mut UnixStream, byte: u8) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    // Bounded by the deadline; a channel with no room for one byte is practically dead.
+    loop {
+        match channel.write(&[byte]) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
