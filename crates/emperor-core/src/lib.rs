@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`emperor`] | the sans-IO supervisor, [`Emperor`] |
 //! | [`vassal`] | the sans-IO vassal side, [`vassal::VassalChannel`] |
+//! | `link` (feature `mio`) | `EmperorLink`: the vassal side over the fds a uWSGI Emperor passes down (`UWSGI_EMPEROR_FD`) |
 //! | [`proto`] | channel bytes, the config pipe's header and reader, config flags by extension |
 //! | [`stats`] | the stats JSON in uWSGI's layout |
 //! | [`config`] | [`EmperorConfig`], uWSGI's defaults |
@@ -57,6 +58,9 @@ pub mod config;
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
 pub mod driver;
 pub mod emperor;
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod link;
 #[cfg(feature = "mio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
 pub mod monitor;

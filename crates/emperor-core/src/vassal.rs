@@ -60,6 +60,13 @@ impl VassalChannel {
         }
     }
 
+    /// Changes the heartbeat period (a vassal may learn it from a pushed config); the
+    /// first heartbeat is due at once.
+    pub fn set_heartbeat(&mut self, now: Instant, heartbeat: Option<Duration>) {
+        self.heartbeat = heartbeat.filter(|d| !d.is_zero());
+        self.next_heartbeat = self.heartbeat.map(|_| now);
+    }
+
     /// The server is up (byte 1, once per process life; not after a reload, as uWSGI).
     pub fn ready(&mut self) {
         if !self.ready_sent {

@@ -40,9 +40,8 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use emperor_core::proto::FromVassal;
-use emperor_core::vassal::{Command as EmperorCommand, VassalChannel};
-use mio::net::UnixStream;
+use emperor_core::link::{EmperorLink, keep_across_exec};
+use emperor_core::vassal::Command as EmperorCommand;
 use mio::{Events, Interest, Poll, Token};
 use zerg_fdpass::{ListenAddr, Listener, StdListener, inherited};
 
@@ -110,12 +109,8 @@ fn main() -> ExitCode {
             other => return fail(format!("unknown option {other:?}")),
         }
     }
-    let channel = match inherited::from_env("UWSGI_EMPEROR_FD") {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let config_fd = match inherited::from_env("UWSGI_EMPEROR_FD_CONFIG") {
-        Ok(c) => c,
+    let mut link = match EmperorLink::from_env(Instant::now(), None) {
+        Ok(l) => l,
         Err(e) => return fail(e),
     };
     if let Some(arg) = &ini {
@@ -125,10 +120,10 @@ fn main() -> ExitCode {
             _ => (arg.as_str(), "uwsgi"),
         };
         let text = if name.starts_with("emperor://") {
-            match config_fd.as_ref().map(read_pushed_config) {
-                Some(Ok(t)) => t,
+            match link.as_mut().map(|l| l.read_config(Duration::from_secs(5))) {
+                Some(Ok(t)) => String::from_utf8_lossy(&t).into_owned(),
                 Some(Err(e)) => return fail(format!("config pipe: {e}")),
-                None => return fail("emperor:// config without UWSGI_EMPEROR_FD_CONFIG"),
+                None => return fail("emperor:// config without an emperor"),
             }
         } else {
             match std::fs::read_to_string(name) {
@@ -142,25 +137,10 @@ fn main() -> ExitCode {
         settings.text = settings.text.or(from_ini.text);
         settings.sos_after_ms = settings.sos_after_ms.or(from_ini.sos_after_ms);
     }
-    match serve(settings, channel, config_fd) {
+    match serve(settings, link) {
         Ok(code) => code,
         Err(e) => fail(e),
     }
-}
-
-/// Reads one pushed config (uWSGI waits at most 5 s for it).
-fn read_pushed_config(fd: &OwnedFd) -> io::Result<String> {
-    let mut stream = std::os::unix::net::UnixStream::from(fd.try_clone()?);
-    // After an in-place reload the fd is still non-blocking (`O_NONBLOCK` belongs to the
-    // open file and survives exec): the timeout needs a blocking socket.
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut header = [0u8; 4];
-    stream.read_exact(&mut header)?;
-    let len = emperor_core::proto::decode_config_header(header).map_err(io::Error::other)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn listener(settings: &Settings) -> io::Result<Option<Listener>> {
@@ -182,27 +162,20 @@ fn listener(settings: &Settings) -> io::Result<Option<Listener>> {
     }
 }
 
-fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd>) -> io::Result<ExitCode> {
+fn serve(settings: Settings, mut link: Option<EmperorLink>) -> io::Result<ExitCode> {
     let text = settings.text.clone().unwrap_or_else(|| "hello".to_owned());
     let listener = listener(&settings)?;
     let mut poll = Poll::new()?;
     let now = Instant::now();
-    let mut vassal = VassalChannel::new(now, settings.heartbeat.map(Duration::from_secs));
-    let mut channel = channel.map(|fd| {
-        let s = std::os::unix::net::UnixStream::from(fd);
-        let _ = s.set_nonblocking(true);
-        UnixStream::from_std(s)
-    });
-    if let Some(c) = channel.as_mut() {
-        poll.registry().register(c, CHANNEL, Interest::READABLE)?;
-    }
-    let mut config = config_fd.map(|fd| {
-        let s = std::os::unix::net::UnixStream::from(fd);
-        let _ = s.set_nonblocking(true);
-        UnixStream::from_std(s)
-    });
-    if let Some(c) = config.as_mut() {
-        poll.registry().register(c, CONFIG, Interest::READABLE)?;
+    if let Some(l) = link.as_mut() {
+        l.channel().set_heartbeat(now, settings.heartbeat.map(Duration::from_secs));
+        l.register(poll.registry(), CHANNEL, CONFIG)?;
+        if std::env::var_os(RELOADED_ENV).is_some() {
+            l.channel().reloaded();
+        } else {
+            l.channel().ready();
+        }
+        l.channel().accepting();
     }
     let (tcp, unix) = match listener.map(Listener::into_std) {
         Some(StdListener::Tcp(l)) => (Some(l), None),
@@ -210,9 +183,8 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
         None => (None, None),
     };
     let listener_fd = tcp.as_ref().map(AsFd::as_fd).or_else(|| unix.as_ref().map(AsFd::as_fd));
-    let raw_listener = listener_fd.map(|fd| fd.as_raw_fd());
-    if let Some(fd) = raw_listener {
-        poll.registry().register(&mut mio::unix::SourceFd(&fd), LISTENER, Interest::READABLE)?;
+    if let Some(fd) = listener_fd {
+        poll.registry().register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), LISTENER, Interest::READABLE)?;
     }
     if let Some(l) = &tcp {
         l.set_nonblocking(true)?;
@@ -220,51 +192,39 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
     if let Some(l) = &unix {
         l.set_nonblocking(true)?;
     }
-    if std::env::var_os(RELOADED_ENV).is_some() {
-        vassal.reloaded();
-    } else {
-        vassal.ready();
-    }
-    vassal.accepting();
     // The test hook: one SOS, once, N ms after this start.
     let mut sos_at = settings.sos_after_ms.map(|ms| now + Duration::from_millis(ms));
     let mut events = Events::with_capacity(16);
     loop {
         let now = Instant::now();
-        vassal.handle_timeout(now);
-        if sos_at.is_some_and(|t| now >= t) {
-            sos_at = None;
-            vassal.sos();
-        }
-        if let Some(c) = channel.as_mut() {
-            while let Some(b) = vassal.poll_transmit() {
-                if c.write(&[b]).is_err() {
-                    return Ok(ExitCode::from(1));
-                }
+        if let Some(l) = link.as_mut() {
+            if sos_at.is_some_and(|t| now >= t) {
+                sos_at = None;
+                l.channel().sos();
             }
-        }
-        while let Some(command) = vassal.poll_command() {
-            match command {
-                EmperorCommand::Stop | EmperorCommand::GracefulStop => return Ok(ExitCode::SUCCESS),
-                EmperorCommand::EmperorLost => {
-                    eprintln!("vassal-demo: lost connection with my emperor !!!");
-                    return Ok(ExitCode::from(1));
-                }
-                EmperorCommand::Reload => {
-                    // With a config pipe, ask for the config first (byte 2): the new life
-                    // reads it (uWSGI's `uwsgi_reload` does the same before its execve).
-                    if let (Some(c), Some(_)) = (channel.as_mut(), config.as_ref())
-                        && write_byte(c, FromVassal::ConfigRequest.byte()).is_err()
-                    {
+            if l.flush(now).is_err() {
+                eprintln!("vassal-demo: lost connection with my emperor !!!");
+                return Ok(ExitCode::from(1));
+            }
+            while let Some(command) = l.channel().poll_command() {
+                match command {
+                    EmperorCommand::Stop | EmperorCommand::GracefulStop => return Ok(ExitCode::SUCCESS),
+                    EmperorCommand::EmperorLost => {
+                        eprintln!("vassal-demo: lost connection with my emperor !!!");
                         return Ok(ExitCode::from(1));
                     }
-                    let err = reexec(channel.as_ref(), config.as_ref(), listener_fd);
-                    return Err(err);
+                    EmperorCommand::Reload => {
+                        // In place, as a uWSGI master: ask for the config (config pipe
+                        // mode), keep the channel and the listener across the exec.
+                        l.prepare_reexec()?;
+                        return Err(reexec(listener_fd));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
-        let deadline = [vassal.poll_timeout(), sos_at].into_iter().flatten().min();
+        let heartbeat = link.as_mut().and_then(|l| l.channel().poll_timeout());
+        let deadline = [heartbeat, sos_at].into_iter().flatten().min();
         let wait = deadline.map(|t| t.saturating_duration_since(Instant::now()));
         match poll.poll(&mut events, wait) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -272,8 +232,11 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
         }
         for event in &events {
             match event.token() {
-                CHANNEL => read_into(channel.as_mut(), |d| vassal.handle_bytes(d)),
-                CONFIG => read_into(config.as_mut(), |d| vassal.handle_config_bytes(d)),
+                CHANNEL | CONFIG => {
+                    if let Some(l) = link.as_mut() {
+                        l.handle_readable(event.token() == CONFIG);
+                    }
+                }
                 LISTENER => {
                     for _ in 0..64 {
                         let served = match (&tcp, &unix) {
@@ -282,49 +245,16 @@ fn serve(settings: Settings, channel: Option<OwnedFd>, config_fd: Option<OwnedFd
                             _ => break,
                         };
                         match served {
-                            Ok(()) => vassal.request_done(),
+                            Ok(()) => {
+                                if let Some(l) = link.as_mut() {
+                                    l.channel().request_done();
+                                }
+                            }
                             Err(_) => break,
                         }
                     }
                 }
                 _ => {}
-            }
-        }
-    }
-}
-
-/// Writes one byte on the (non-blocking) channel, waiting up to 1 s for room.
-fn write_byte(channel: &mut UnixStream, byte: u8) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    // Bounded by the deadline; a channel with no room for one byte is practically dead.
-    loop {
-        match channel.write(&[byte]) {
-            Ok(1) => return Ok(()),
-            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn read_into(stream: Option<&mut UnixStream>, mut feed: impl FnMut(&[u8])) {
-    let Some(s) = stream else { return };
-    let mut buf = [0u8; 4096];
-    for _ in 0..64 {
-        match s.read(&mut buf) {
-            Ok(0) => {
-                feed(&[]);
-                return;
-            }
-            Ok(n) => feed(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                feed(&[]);
-                return;
             }
         }
     }
@@ -361,27 +291,17 @@ fn answer(fd: OwnedFd, text: &str) {
 
 /// Re-executes this program in place (same pid), keeping the channel, config channel and
 /// listening socket open: a reload as uWSGI does it.
-fn reexec(
-    channel: Option<&UnixStream>,
-    config: Option<&UnixStream>,
-    listener: Option<std::os::fd::BorrowedFd<'_>>,
-) -> io::Error {
-    for fd in [channel.map(AsFd::as_fd), config.map(AsFd::as_fd), listener].into_iter().flatten() {
-        if let Err(e) = clear_cloexec(fd) {
-            return e;
-        }
-    }
+fn reexec(listener: Option<std::os::fd::BorrowedFd<'_>>) -> io::Error {
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1)).env(RELOADED_ENV, "1");
     match listener {
-        Some(fd) => cmd.env(KEEP_ENV, fd.as_raw_fd().to_string()),
+        Some(fd) => {
+            if let Err(e) = keep_across_exec(fd) {
+                return e;
+            }
+            cmd.env(KEEP_ENV, fd.as_raw_fd().to_string())
+        }
         None => cmd.env_remove(KEEP_ENV),
     };
     cmd.exec()
-}
-
-fn clear_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-    let flags = rustix::io::fcntl_getfd(fd)?;
-    rustix::io::fcntl_setfd(fd, flags - rustix::io::FdFlags::CLOEXEC)?;
-    Ok(())
 }
