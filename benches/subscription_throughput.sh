@@ -2,7 +2,7 @@
 # Subscription absorption benchmark: fastrouter vs the real uWSGI 2.0.21 fastrouter, side by
 # side, on 127.0.0.1.
 #
-#   benches/subscription_throughput.sh                      # the default run, about 3 minutes
+#   benches/subscription_throughput.sh                      # the default run, about 4 minutes
 #   RATES="50000 100000" benches/subscription_throughput.sh  # other rate steps (0 = unpaced)
 #   TRIALS=5 benches/subscription_throughput.sh             # blasts per rate step (3)
 #   PORT_BASE=46101 benches/subscription_throughput.sh      # if 45101-45103 are taken

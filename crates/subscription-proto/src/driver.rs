@@ -29,9 +29,12 @@
 //! never sends anything else. Lookups are the table's: `core_mut().pick(…)`.
 //!
 //! The table reads its key and credential files through [`RealFiles`];
-//! [`ServerDriver::bind`] reads the clock. Datagrams are read into a 64 KiB buffer and
-//! longer than [`wire::MAX_DATAGRAM`] ones are rejected by the
-//! table (uWSGI cuts them to 4096 bytes and applies what is left).
+//! [`ServerDriver::bind`] reads the clock. UDP sockets get a 4 MiB receive buffer (if
+//! `net.core.rmem_max` allows) and are read with `recvmmsg`, up to 32 datagrams per system
+//! call, each in a slot one byte longer than [`wire::MAX_DATAGRAM`]; unix sockets are read
+//! one datagram at a time into a 64 KiB buffer (with `recvmsg` for credentials). Datagrams
+//! longer than [`wire::MAX_DATAGRAM`] are rejected by the table (uWSGI cuts them to 4096
+//! bytes and applies what is left).
 //!
 //! # [`SubscriberDriver`]
 //!
@@ -74,15 +77,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::event::Source;
 use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Events, Interest, Poll, Registry, Token};
+use nix::sys::socket::MultiHeaders;
 use tracing::{debug, trace};
 
 use crate::server::{self, Credentials, ServerConfig, SubscriptionServer};
 use crate::subscriber::{self, ConfigError, Subscriber, SubscriberConfig, Subscription, Transmit};
 use crate::{Endpoint, RealFiles, wire};
 
-/// Size of the receive buffer: any UDP datagram fits (the table rejects more than 4096
-/// bytes anyway, and says so).
+/// Room for a datagram of a unix socket (read one at a time): any datagram a subscriber
+/// sends fits (the table rejects more than 4096 bytes anyway, and says so).
 const RECV_BUF: usize = 65_536;
+/// Most datagrams read from a UDP socket by one `recvmmsg`.
+const UDP_BATCH: usize = 32;
+/// Room for one datagram of a `recvmmsg` batch: one byte more than the table accepts, so
+/// that a longer datagram still arrives too long (cut to this size; the table rejects it).
+const UDP_SLOT: usize = wire::MAX_DATAGRAM + 1;
 /// Most datagrams read from one socket in one call; the rest wait for the next loop
 /// iteration (the driver's `timeout` is then zero), so a flood on one socket cannot starve
 /// the other sources of the loop.
@@ -245,12 +254,42 @@ impl ServerSocket {
         }
     }
 
-    /// One datagram and, when asked for on a unix socket, its credentials.
-    fn recv(&self, buf: &mut [u8], credentials: bool) -> io::Result<(usize, Option<Credentials>)> {
+    /// Reads what is queued, up to a batch: on a UDP socket up to [`UDP_BATCH`] datagrams
+    /// with one `recvmmsg`, datagram `k` in `buf[k * UDP_SLOT..]` and its length in
+    /// `lens[k]` (its real length: more than `UDP_SLOT` when it was cut); on a unix socket
+    /// one datagram in `buf[..lens[0]]` and, when asked for, its credentials. Returns how
+    /// many datagrams were read (at least one) or the socket's error (`WouldBlock` when
+    /// nothing is queued).
+    fn recv_batch(
+        &self,
+        headers: &mut Option<MultiHeaders<()>>,
+        buf: &mut [u8],
+        lens: &mut [usize; UDP_BATCH],
+        credentials: bool,
+    ) -> io::Result<(usize, Option<Credentials>)> {
         match self {
-            Self::Udp { sock, .. } => sock.recv_from(buf).map(|(n, _)| (n, None)),
-            Self::Unix(s) if credentials => recv_with_credentials(&s.sock, buf),
-            Self::Unix(s) => s.sock.recv_from(buf).map(|(n, _)| (n, None)),
+            Self::Udp { sock, .. } => {
+                let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(UDP_BATCH, None));
+                recv_udp_batch(sock, headers, buf, lens).map(|n| (n, None))
+            }
+            Self::Unix(s) => {
+                let (n, c) = if credentials {
+                    recv_with_credentials(&s.sock, buf)?
+                } else {
+                    (s.sock.recv(buf)?, None)
+                };
+                lens[0] = n;
+                Ok((1, c))
+            }
+        }
+    }
+
+    /// Where datagram `k` of a batch read by [`ServerSocket::recv_batch`] starts, and the
+    /// most bytes it can have there.
+    fn slot(&self, k: usize) -> (usize, usize) {
+        match self {
+            Self::Udp { .. } => (k * UDP_SLOT, UDP_SLOT),
+            Self::Unix(_) => (0, RECV_BUF),
         }
     }
 
@@ -260,6 +299,29 @@ impl ServerSocket {
             Self::Unix(s) => &mut s.sock,
         }
     }
+}
+
+/// `recvmmsg` of up to [`UDP_BATCH`] datagrams into the slots of `buf` (nix's safe API):
+/// one system call for a batch instead of one `recvfrom` per datagram. `MSG_TRUNC` makes
+/// the kernel report a cut datagram's real length.
+fn recv_udp_batch(
+    sock: &UdpSocket,
+    headers: &mut MultiHeaders<()>,
+    buf: &mut [u8],
+    lens: &mut [usize; UDP_BATCH],
+) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recvmmsg};
+    let mut slots = buf.chunks_exact_mut(UDP_SLOT);
+    let mut iovs: [[io::IoSliceMut<'_>; 1]; UDP_BATCH] =
+        std::array::from_fn(|_| [io::IoSliceMut::new(slots.next().unwrap_or_default())]);
+    let received = recvmmsg(sock.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_TRUNC, None)
+        .map_err(io::Error::from)?;
+    let mut n = 0;
+    for (len, msg) in lens.iter_mut().zip(received) {
+        *len = msg.bytes;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// `recvmsg` with room for one `SCM_CREDENTIALS` message (nix's safe API).
@@ -360,7 +422,7 @@ impl ServerDriver {
             sockets,
             credentials,
             ack_socket: None,
-            buf: vec![0; RECV_BUF].into_boxed_slice(),
+            buf: vec![0; RECV_BUF.max(UDP_BATCH * UDP_SLOT)].into_boxed_slice(),
             wake_rx,
             stop,
             still_readable: false,
@@ -472,6 +534,22 @@ impl ServerDriver {
         &self.stats
     }
 
+    /// The smallest receive buffer of the UDP subscription sockets, in bytes as the kernel
+    /// counts them (`SO_RCVBUF`: twice what was asked for, each datagram charged with its
+    /// bookkeeping: about 800 bytes for a 100-byte subscription on loopback); `None` without
+    /// UDP sockets. A loop that batches reads sizes its batches from it.
+    pub fn udp_receive_buffer(&self) -> Option<usize> {
+        self.sockets
+            .iter()
+            .filter_map(|s| match s {
+                ServerSocket::Udp { sock, .. } => {
+                    nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::RcvBuf).ok()
+                }
+                ServerSocket::Unix(_) => None,
+            })
+            .min()
+    }
+
     /// A handle that stops [`ServerDriver::run`].
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
@@ -526,25 +604,36 @@ impl ServerDriver {
     fn receive(&mut self, now: Instant) -> Result<(), DriverError> {
         let now = self.clamp(now);
         self.still_readable = false;
+        // `recvmmsg`'s headers, made at the first UDP read of this call and not kept: they
+        // hold raw pointers, and the driver stays `Send`.
+        let mut headers = None;
+        let mut lens = [0usize; UDP_BATCH];
         for i in 0..self.sockets.len() {
             let mut drained = false;
-            for _ in 0..RECV_BATCH {
-                match self.sockets[i].recv(&mut self.buf, self.credentials) {
-                    Ok((n, credentials)) => {
-                        self.stats.datagrams_received += 1;
-                        let datagram = self.buf.get(..n).unwrap_or_default();
-                        if let Err(e) = self.core.handle_datagram_with_credentials(now, datagram, credentials)
-                        {
-                            self.stats.datagrams_rejected += 1;
-                            debug!(
-                                socket = %self.sockets[i].endpoint(),
-                                reason = e.reason(),
-                                len = n,
-                                "subscription datagram rejected: {e}"
-                            );
+            let mut read = 0;
+            while read < RECV_BATCH {
+                let socket = &self.sockets[i];
+                match socket.recv_batch(&mut headers, &mut self.buf, &mut lens, self.credentials) {
+                    Ok((count, credentials)) => {
+                        read += count;
+                        self.stats.datagrams_received += count as u64;
+                        for (k, &len) in lens.iter().enumerate().take(count) {
+                            let (start, room) = self.sockets[i].slot(k);
+                            let datagram = self.buf.get(start..start + len.min(room)).unwrap_or_default();
+                            if let Err(e) =
+                                self.core.handle_datagram_with_credentials(now, datagram, credentials)
+                            {
+                                self.stats.datagrams_rejected += 1;
+                                debug!(
+                                    socket = %self.sockets[i].endpoint(),
+                                    reason = e.reason(),
+                                    len,
+                                    "subscription datagram rejected: {e}"
+                                );
+                            }
+                            // Acks go out as the datagrams come in (the contract's drain order).
+                            self.send_acks();
                         }
-                        // Acks go out as the datagrams come in (the contract's drain order).
-                        self.send_acks();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         drained = true;
@@ -558,6 +647,7 @@ impl ServerDriver {
                         ) =>
                     {
                         // An ICMP error for something this socket never sent: skip it.
+                        read += 1;
                         self.stats.recv_errors += 1;
                         debug!(socket = %self.sockets[i].endpoint(), "receive error skipped: {e}");
                     }
@@ -1065,5 +1155,58 @@ impl fmt::Debug for SubscriberDriver {
             .field("queued_sends", &self.sendq.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Command, Request};
+
+    fn subscribe(key: &str) -> Vec<u8> {
+        let req = Request { key: key.into(), address: b"127.0.0.1:3031".to_vec(), ..Request::default() };
+        wire::encode(Command::Subscribe, &req).unwrap()
+    }
+
+    /// `subscribe(key)` with an unknown pair appended so that it is exactly `len` bytes.
+    fn padded(key: &str, len: usize) -> Vec<u8> {
+        let mut d = subscribe(key);
+        let pad = len - d.len() - 2 - 3 - 2;
+        d.extend_from_slice(&3u16.to_le_bytes());
+        d.extend_from_slice(b"pad");
+        d.extend_from_slice(&u16::try_from(pad).unwrap().to_le_bytes());
+        d.resize(len, b'x');
+        let datasize = u16::try_from(len - 4).unwrap().to_le_bytes();
+        d[1..3].copy_from_slice(&datasize);
+        d
+    }
+
+    /// One read takes more datagrams than a `recvmmsg` batch holds; a datagram of exactly
+    /// `MAX_DATAGRAM` bytes fits its slot and is applied; a longer one is rejected as too
+    /// large, not cut to its slot and applied.
+    #[test]
+    fn udp_reads_span_several_batches_and_keep_the_size_limit() {
+        let mut driver = ServerDriver::bind(ServerConfig::new(), &["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let Endpoint::Udp(addr) = driver.local_endpoints()[0] else { panic!("not UDP") };
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let n = UDP_BATCH * 2 + 5;
+        let mut datagrams: Vec<Vec<u8>> = (0..n).map(|i| subscribe(&format!("k{i}.test"))).collect();
+        datagrams.push(padded("full.test", wire::MAX_DATAGRAM));
+        datagrams.push(padded("long.test", wire::MAX_DATAGRAM + 100));
+        for d in &datagrams {
+            sender.send_to(d, addr).unwrap();
+        }
+        // Loopback delivers during `send_to`; allow a moment anyway, bounded.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while driver.stats().datagrams_received < datagrams.len() as u64 && Instant::now() < deadline {
+            driver.read_now(Instant::now()).unwrap();
+        }
+        assert_eq!(driver.stats().datagrams_received, datagrams.len() as u64);
+        assert_eq!(driver.stats().datagrams_rejected, 1);
+        assert_eq!(driver.core().stats().rejected.get("too_large"), Some(&1));
+        assert_eq!(driver.core().pools().len(), n + 1);
+        assert!(driver.core().pool(b"full.test").is_some());
+        assert!(driver.core().pool(b"long.test").is_none());
+        assert!(driver.udp_receive_buffer().is_some_and(|b| b > 0));
     }
 }

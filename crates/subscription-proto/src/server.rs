@@ -403,6 +403,9 @@ struct Shared {
 #[derive(Clone, Debug)]
 pub struct Node {
     address: Vec<u8>,
+    /// [`fingerprint`] of `address`: finding a pool's node compares it first, without
+    /// reading the address from the heap.
+    address_hash: u64,
     modifier1: u8,
     modifier2: u8,
     last_check: Instant,
@@ -503,6 +506,10 @@ impl Node {
     /// uWSGI 2.1 vassal name.
     pub fn vassal(&self) -> Option<&[u8]> {
         self.vassal.as_deref()
+    }
+    /// Whether this node is the one at `address` (whose [`fingerprint`] is `hash`).
+    fn is(&self, address: &[u8], hash: u64) -> bool {
+        self.address_hash == hash && self.address == address
     }
     fn alive(&self) -> bool {
         !self.death_mark
@@ -639,6 +646,28 @@ pub struct Stats {
 }
 
 const EVENT_QUEUE_CAP: usize = 65_536;
+
+/// A 64-bit hash of a short byte string (FxHash's step on little-endian 8-byte words, the
+/// length first): a node's address fingerprint. Fixed, not keyed: equal fingerprints are
+/// told apart by comparing the addresses.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = step(0, bytes.len() as u64);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        h = step(h, u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = step(h, u64::from_le_bytes(word));
+    }
+    h
+}
 
 /// The subscription table of one router process.
 ///
@@ -929,26 +958,30 @@ impl SubscriptionServer {
         credentials: Option<Credentials>,
     ) -> Result<(), DatagramError> {
         let req = &d.request;
-        let key = req.key.clone();
+        let key: &[u8] = &req.key;
+        let address_hash = fingerprint(&req.address);
         let skipped = self.skipped(credentials);
         let stamp = req.unix.unwrap_or(0);
         let signing = self.config.sign.is_some() && !skipped;
         let tolerance = self.config.sign.as_ref().map_or(Duration::ZERO, |c| c.tolerance).as_secs();
         let unix_now = self.unix(now);
-        if self.pools.contains_key(&key) {
-            if signing && !self.sign_ok(&key, d, datagram) {
+        // An existing pool's checks; without signatures and credential checks there are
+        // none, and a refresh looks its key up once.
+        if (signing || !self.config.credentials_check.is_empty()) && self.pools.contains_key(key) {
+            if signing && !self.sign_ok(key, d, datagram) {
                 return Err(DatagramError::BadSignature);
             }
-            if !self.credentials_ok(&key, credentials) {
+            if !self.credentials_ok(key, credentials) {
                 return Err(DatagramError::CredentialsRefused);
             }
             if signing {
                 self.check_future(now, stamp, skipped)?;
             }
-            let strict = self.config.security == Security::Strict;
-            let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
+        }
+        let strict = self.config.security == Security::Strict;
+        if let Some(pool) = self.pools.get_mut(key) {
             let has_key = pool.verifier.is_some();
-            if let Some(idx) = pool.nodes.iter().position(|n| n.address == req.address) {
+            if let Some(idx) = pool.nodes.iter().position(|n| n.is(&req.address, address_hash)) {
                 let node = &mut pool.nodes[idx];
                 // Refresh: "req.unix <= node.unix_check → DROP" (uWSGI never updates
                 // unix_check; strict mode does, so replays fail).
@@ -958,7 +991,7 @@ impl SubscriptionServer {
                 // A connection failure reported since the last lookup happened first: uWSGI
                 // applies it at once (marked, removed if unreferenced), so this refresh
                 // finds the node either gone (and re-creates it) or marked (and revives it).
-                if node.shared.failed.swap(false, Ordering::Relaxed) {
+                let node = if node.shared.failed.swap(false, Ordering::Relaxed) {
                     let was_alive = node.alive();
                     node.failcnt += 1;
                     node.death_mark = true;
@@ -966,37 +999,39 @@ impl SubscriptionServer {
                     let address = node.address.clone();
                     if was_alive {
                         self.emit(Event::NodeFailed {
-                            key: key.clone(),
+                            key: key.to_vec(),
                             address: address.clone(),
                             reason: FailReason::ConnectFailed,
                         });
                     }
                     if unreferenced {
-                        let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
+                        let Some(pool) = self.pools.get_mut(key) else { return Ok(()) };
                         pool.nodes.remove(idx);
                         let emptied = pool.nodes.is_empty();
                         let verifier = pool.verifier.clone();
-                        self.emit(Event::NodeRemoved { key: key.clone(), address });
+                        self.emit(Event::NodeRemoved { key: key.to_vec(), address });
                         if emptied {
                             // The pool went with its last node: this subscribe creates it anew
                             // (new hits, new place in the stats order), as in uWSGI.
-                            self.pools.remove(&key);
-                            self.emit(Event::PoolRemoved { key: key.clone() });
+                            self.pools.remove(key);
+                            self.emit(Event::PoolRemoved { key: key.to_vec() });
                             self.create_pool(req, verifier);
-                            self.emit(Event::PoolCreated { key: key.clone() });
+                            self.emit(Event::PoolCreated { key: key.to_vec() });
                         }
                         let node = new_node(req, now, unix_now, credentials);
-                        if let Some(pool) = self.pools.get_mut(&key) {
+                        if let Some(pool) = self.pools.get_mut(key) {
                             pool.nodes.push(node);
                         }
                         self.stats.subscribes += 1;
-                        self.emit(Event::NodeAdded { key: key.clone(), address: req.address.clone() });
-                        self.notify(&key, req);
+                        self.emit(Event::NodeAdded { key: key.to_vec(), address: req.address.clone() });
+                        self.notify(key, req);
                         return Ok(());
                     }
-                }
-                let Some(pool) = self.pools.get_mut(&key) else { return Ok(()) };
-                let node = &mut pool.nodes[idx];
+                    let Some(pool) = self.pools.get_mut(key) else { return Ok(()) };
+                    &mut pool.nodes[idx]
+                } else {
+                    node
+                };
                 if strict && has_key && !skipped {
                     node.unix_check = stamp;
                 }
@@ -1027,7 +1062,7 @@ impl SubscriptionServer {
                 }
                 self.check_future(now, stamp, skipped)?;
                 let Some(check) = self.config.sign.clone() else { return Ok(()) };
-                let Some(verifier) = self.load_key(&check, &key) else {
+                let Some(verifier) = self.load_key(&check, key) else {
                     return Err(DatagramError::BadSignature);
                 };
                 let (Some(sig), Some(region)) = (req.sign.as_deref(), d.signed_region.clone()) else {
@@ -1036,25 +1071,25 @@ impl SubscriptionServer {
                 if !datagram.get(region).is_some_and(|r| !r.is_empty() && verifier.verify(r, sig)) {
                     return Err(DatagramError::BadSignature);
                 }
-                if !self.credentials_ok(&key, credentials) {
+                if !self.credentials_ok(key, credentials) {
                     return Err(DatagramError::CredentialsRefused);
                 }
                 self.create_pool(req, Some(verifier));
             } else {
-                if !self.credentials_ok(&key, credentials) {
+                if !self.credentials_ok(key, credentials) {
                     return Err(DatagramError::CredentialsRefused);
                 }
                 self.create_pool(req, None);
             }
             let node = new_node(req, now, unix_now, credentials);
-            if let Some(pool) = self.pools.get_mut(&key) {
+            if let Some(pool) = self.pools.get_mut(key) {
                 pool.nodes.push(node);
             }
-            self.emit(Event::PoolCreated { key: key.clone() });
+            self.emit(Event::PoolCreated { key: key.to_vec() });
         }
         self.stats.subscribes += 1;
-        self.emit(Event::NodeAdded { key: key.clone(), address: req.address.clone() });
-        self.notify(&key, req);
+        self.emit(Event::NodeAdded { key: key.to_vec(), address: req.address.clone() });
+        self.notify(key, req);
         Ok(())
     }
 
@@ -1095,14 +1130,16 @@ impl SubscriptionServer {
         credentials: Option<Credentials>,
     ) -> Result<(), DatagramError> {
         let req = &d.request;
-        let key = req.key.clone();
+        let key: &[u8] = &req.key;
+        let address_hash = fingerprint(&req.address);
         let skipped = self.skipped(credentials);
-        let exists = self.pools.get(&key).is_some_and(|p| p.nodes.iter().any(|n| n.address == req.address));
+        let exists =
+            self.pools.get(key).is_some_and(|p| p.nodes.iter().any(|n| n.is(&req.address, address_hash)));
         if !exists || req.address.is_empty() {
             return Err(DatagramError::UnknownNode);
         }
         let signing = self.config.sign.is_some() && !skipped;
-        if signing && !self.sign_ok(&key, d, datagram) {
+        if signing && !self.sign_ok(key, d, datagram) {
             return Err(DatagramError::BadSignature);
         }
         let strict = self.config.security == Security::Strict && signing;
@@ -1110,8 +1147,8 @@ impl SubscriptionServer {
         if strict {
             self.check_future(now, stamp, skipped)?;
         }
-        let Some(pool) = self.pools.get_mut(&key) else { return Err(DatagramError::UnknownNode) };
-        let Some(i) = pool.nodes.iter().position(|n| n.address == req.address) else {
+        let Some(pool) = self.pools.get_mut(key) else { return Err(DatagramError::UnknownNode) };
+        let Some(i) = pool.nodes.iter().position(|n| n.is(&req.address, address_hash)) else {
             return Err(DatagramError::UnknownNode);
         };
         if strict {
@@ -1127,10 +1164,10 @@ impl SubscriptionServer {
         node.death_mark = true;
         if was_alive {
             let address = node.address.clone();
-            self.emit(Event::NodeFailed { key: key.clone(), address, reason: FailReason::Unsubscribed });
+            self.emit(Event::NodeFailed { key: key.to_vec(), address, reason: FailReason::Unsubscribed });
         }
-        if self.pools.get(&key).is_some_and(|p| p.nodes[i].refs_now() == 0) {
-            self.remove_node(&key, i);
+        if self.pools.get(key).is_some_and(|p| p.nodes[i].refs_now() == 0) {
+            self.remove_node(key, i);
         }
         Ok(())
     }
@@ -1251,6 +1288,7 @@ impl SubscriptionServer {
 fn new_node(req: &Request, now: Instant, unix_now: u64, credentials: Option<Credentials>) -> Node {
     Node {
         address: req.address.clone(),
+        address_hash: fingerprint(&req.address),
         modifier1: req.modifier1,
         modifier2: req.modifier2,
         last_check: now,

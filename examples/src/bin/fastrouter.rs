@@ -58,6 +58,7 @@
 //! | `--fastrouter-timeout S` | connect timeout and idle timeout of every connection (60) |
 //! | `--fastrouter-max-retries N` | further nodes tried after a failed connect (3) |
 //! | `--max-sessions N` | most client connections at once; further ones are closed at once (1024; not a uWSGI option) |
+//! | `--subscription-coalesce-ms MS` | under a stream of subscriptions, read them in batches at most MS apart, more often as the stream grows (20; 0: wake for each datagram; not a uWSGI option) |
 //!
 //! # Routing
 //!
@@ -121,6 +122,8 @@ const PIPE_CAP: usize = 64 * 1024;
 const CHUNK: usize = 16 * 1024;
 /// Most stats connections open at once.
 const MAX_STATS_CONNS: usize = 64;
+/// Log lines of one loop iteration are written once this many bytes have gathered.
+const LOG_FLUSH: usize = 64 * 1024;
 
 const SUBSCRIPTION_TOKEN: Token = Token(0);
 const SIGNAL_TOKEN: Token = Token(1);
@@ -131,6 +134,21 @@ const LISTENER_BASE: usize = 16;
 const STATS_CONN_BASE: usize = 1 << 20;
 /// Session `id`: client `Token(SESSION_BASE + 2 id)`, node `Token(SESSION_BASE + 2 id + 1)`.
 const SESSION_BASE: usize = 1 << 24;
+
+/// Writes whole log lines to stderr with one `write_all` (one `write(2)` unless the kernel
+/// takes less), so that a line is never split into pieces as `eprintln!` splits it.
+fn write_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `eprintln!` in one `write(2)`: the line is formatted first, then written once.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        write_stderr(&line);
+    }};
+}
 
 /// Command line (the option names are a public contract, STYLE §3.11).
 #[derive(Parser, Debug)]
@@ -190,10 +208,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     max_sessions: u64,
     /// Under a stream of subscriptions, read them in batches at most this many
-    /// milliseconds apart instead of waking for each datagram (0: read each at once). A
+    /// milliseconds apart instead of waking for each datagram (0: read each at once); the
+    /// interval shrinks as the stream grows, to keep the socket's queue short. A
     /// subscription is applied at most this late, against a tolerance of seconds; requests
     /// are never delayed. Not a uWSGI option.
-    #[arg(long, value_name = "MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
     subscription_coalesce_ms: u64,
 }
 
@@ -543,10 +562,80 @@ struct App {
     socket_names: Vec<String>,
     /// Our pid, for the log lines (read once).
     pid: u32,
-    /// The batching interval of subscription reads (zero: no batching).
-    coalesce: Duration,
+    /// The batching of subscription reads.
+    coalesce: Coalesce,
+    /// The log lines being gathered by `report` (kept for its capacity).
+    log_buf: String,
+}
+
+/// The batching of subscription reads (`--subscription-coalesce-ms`).
+///
+/// Under a stream of subscriptions, waking for each datagram costs more than reading it
+/// (on the benchmark's VM about 50 µs a wake-up against 1–2 µs a datagram): after a read
+/// the subscription sockets are deregistered for an interval, then registered again and
+/// read. The first interval is 5 ms (at most `max`); each next one is sized so that about
+/// `target` datagrams queue meanwhile at the rate just seen, between 1 ms and `max`:
+/// light streams are read every `max`, heavy ones often enough that the socket's queue
+/// stays a small part of its receive buffer. Requests are never delayed.
+struct Coalesce {
+    /// The longest interval; zero: no batching.
+    max: Duration,
+    /// Datagrams an interval should gather: a quarter of what the receive buffer holds,
+    /// between 16 and 1024 (the driver's batch per read).
+    target: u64,
     /// While batching: the subscription sockets are deregistered until then.
     read_again_at: Option<Instant>,
+    /// When the last read ended, and the driver's datagram count then.
+    mark: (Instant, u64),
+}
+
+impl Coalesce {
+    /// The first interval of a stream.
+    const FIRST: Duration = Duration::from_millis(5);
+    /// The shortest interval.
+    const MIN: Duration = Duration::from_millis(1);
+    /// What a subscription costs in a receive buffer (its kernel bookkeeping included),
+    /// rounded up: 112-byte subscriptions cost 832 bytes on loopback.
+    const DATAGRAM_COST: usize = 1024;
+    /// The batch target without UDP sockets: unix datagram sockets queue a number of
+    /// datagrams (`net.unix.max_dgram_qlen`, often 512), not bytes.
+    const UNIX_TARGET: u64 = 64;
+
+    fn new(max: Duration, server: &ServerDriver) -> Self {
+        let target = server.udp_receive_buffer().map_or(Self::UNIX_TARGET, |bytes| {
+            u64::try_from(bytes / Self::DATAGRAM_COST / 4).unwrap_or(u64::MAX).clamp(16, 1024)
+        });
+        let target = if server.local_endpoints().iter().any(|e| matches!(e, Endpoint::Unix(_))) {
+            target.min(Self::UNIX_TARGET)
+        } else {
+            target
+        };
+        Self { max, target, read_again_at: None, mark: (Instant::now(), 0) }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.max.is_zero()
+    }
+
+    /// A stream starts: the sockets were just read (`received` datagrams so far).
+    fn start(&mut self, now: Instant, received: u64) {
+        self.mark = (now, received);
+        self.read_again_at = Some(now + Self::FIRST.min(self.max));
+    }
+
+    /// The stream goes on: a read just ended with `received` datagrams so far.
+    fn next(&mut self, now: Instant, received: u64) {
+        let (then, before) = self.mark;
+        let n = received.saturating_sub(before).max(1);
+        let elapsed = now.saturating_duration_since(then);
+        // The interval in which `target` datagrams arrive at n per `elapsed`.
+        let interval = elapsed
+            .checked_mul(u32::try_from(self.target).unwrap_or(u32::MAX))
+            .map_or(self.max, |d| d / u32::try_from(n).unwrap_or(u32::MAX));
+        let interval = interval.clamp(Self::MIN.min(self.max), self.max);
+        self.mark = (now, received);
+        self.read_again_at = Some(now + interval);
+    }
 }
 
 /// Why the router stops with an error.
@@ -563,11 +652,11 @@ fn main() -> ExitCode {
     match App::start(&args).and_then(|mut app| app.serve()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal::Usage(message)) => {
-            eprintln!("fastrouter: {message}");
+            log_line!("fastrouter: {message}");
             ExitCode::from(USAGE)
         }
         Err(Fatal::Runtime(message)) => {
-            eprintln!("fastrouter: {message}");
+            log_line!("fastrouter: {message}");
             ExitCode::FAILURE
         }
     }
@@ -607,7 +696,7 @@ impl App {
         if args.subscriptions_use_credentials
             && !args.subscription_server.iter().any(|e| matches!(e, Endpoint::Unix(_)))
         {
-            eprintln!(
+            log_line!(
                 "fastrouter: --subscriptions-use-credentials needs a unix --subscription-server to be of use"
             );
         }
@@ -669,6 +758,7 @@ impl App {
         drop(out);
         let mut socket_names: Vec<String> = listeners.iter().map(Listener::name).collect();
         socket_names.extend(server.local_endpoints().iter().map(ToString::to_string));
+        let coalesce = Coalesce::new(Duration::from_millis(args.subscription_coalesce_ms), &server);
         Ok(Self {
             poll,
             server,
@@ -687,8 +777,8 @@ impl App {
             scratch: vec![0; CHUNK],
             socket_names,
             pid: std::process::id(),
-            coalesce: Duration::from_millis(args.subscription_coalesce_ms),
-            read_again_at: None,
+            coalesce,
+            log_buf: String::new(),
         })
     }
 
@@ -701,11 +791,11 @@ impl App {
             self.server.flush(now).map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
             self.report();
             let now = Instant::now();
-            if self.read_again_at.is_some_and(|t| now >= t) {
+            if self.coalesce.read_again_at.is_some_and(|t| now >= t) {
                 self.read_batch(now)?;
             }
             let next_deadline = self.sessions.values().map(|s| s.deadline).min();
-            let next_deadline = match (next_deadline, self.read_again_at) {
+            let next_deadline = match (next_deadline, self.coalesce.read_again_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -726,11 +816,11 @@ impl App {
                             .handle_ready(event, now)
                             .map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
                         // Batch what comes next: one wake-up per interval, not per datagram.
-                        if !self.coalesce.is_zero() && self.read_again_at.is_none() {
+                        if self.coalesce.enabled() && self.coalesce.read_again_at.is_none() {
                             self.server
                                 .deregister(self.poll.registry())
                                 .map_err(|e| Fatal::Runtime(format!("subscription server: {e}")))?;
-                            self.read_again_at = Some(now + self.coalesce);
+                            self.coalesce.start(now, self.server.stats().datagrams_received);
                         }
                     }
                     // SIGINT, SIGTERM: exit 0. Dropping the app closes every socket and
@@ -757,30 +847,39 @@ impl App {
         self.server.register(self.poll.registry(), SUBSCRIPTION_TOKEN).map_err(fatal)?;
         self.server.read_now(now).map_err(fatal)?;
         self.report();
-        if self.server.stats().datagrams_received == before {
-            self.read_again_at = None;
+        let received = self.server.stats().datagrams_received;
+        if received == before {
+            self.coalesce.read_again_at = None;
         } else {
             self.server.deregister(self.poll.registry()).map_err(fatal)?;
-            self.read_again_at = Some(now + self.coalesce);
+            self.coalesce.next(now, received);
         }
         Ok(())
     }
 
-    /// uWSGI's log lines for the table's events.
+    /// uWSGI's log lines for the table's events. All the lines of one call go to stderr in
+    /// one `write(2)` (a few for a large batch): `eprintln!` would write each piece of its
+    /// format separately (Rust's stderr is unbuffered), 7 writes per `new node` line, which
+    /// was most of the cost of 30,000 new nodes (BENCHMARKS.md).
     fn report(&mut self) {
         let pid = self.pid;
+        let mut out = std::mem::take(&mut self.log_buf);
         while let Some(event) = self.server.poll_event() {
-            let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            match event {
-                Event::PoolCreated { key } => {
-                    eprintln!(
-                        "[uwsgi-subscription for pid {pid}] new pool: {} (hash key: {})",
-                        t(&key),
-                        bucket(&key)
-                    );
-                }
+            let t = String::from_utf8_lossy;
+            let _ = match event {
+                Event::PoolCreated { key } => writeln!(
+                    out,
+                    "[uwsgi-subscription for pid {pid}] new pool: {} (hash key: {})",
+                    t(&key),
+                    bucket(&key)
+                ),
                 Event::NodeAdded { key, address } => {
-                    eprintln!("[uwsgi-subscription for pid {pid}] {} => new node: {}", t(&key), t(&address));
+                    writeln!(
+                        out,
+                        "[uwsgi-subscription for pid {pid}] {} => new node: {}",
+                        t(&key),
+                        t(&address)
+                    )
                 }
                 Event::NodeFailed { key, address, reason } => {
                     let why = match reason {
@@ -789,21 +888,34 @@ impl App {
                         FailReason::ConnectFailed => "connect failed",
                         _ => "failed",
                     };
-                    eprintln!("[uwsgi-fastrouter] {} => marking {} as failed ({why})", t(&key), t(&address));
-                }
-                Event::NodeRemoved { key, address } => {
-                    eprintln!(
-                        "[uwsgi-subscription for pid {pid}] {} => removed node: {}",
+                    writeln!(
+                        out,
+                        "[uwsgi-fastrouter] {} => marking {} as failed ({why})",
                         t(&key),
                         t(&address)
-                    );
+                    )
                 }
+                Event::NodeRemoved { key, address } => writeln!(
+                    out,
+                    "[uwsgi-subscription for pid {pid}] {} => removed node: {}",
+                    t(&key),
+                    t(&address)
+                ),
                 Event::PoolRemoved { key } => {
-                    eprintln!("[uwsgi-subscription for pid {pid}] pool removed: {}", t(&key));
+                    writeln!(out, "[uwsgi-subscription for pid {pid}] pool removed: {}", t(&key))
                 }
-                _ => {}
+                _ => Ok(()),
+            };
+            if out.len() >= LOG_FLUSH {
+                write_stderr(&out);
+                out.clear();
             }
         }
+        if !out.is_empty() {
+            write_stderr(&out);
+            out.clear();
+        }
+        self.log_buf = out;
     }
 
     // ----- sessions -------------------------------------------------------------------------
@@ -817,12 +929,12 @@ impl App {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // E.g. EMFILE; the next connection attempt wakes us again.
-                    eprintln!("[uwsgi-fastrouter] accept(): {e}");
+                    log_line!("[uwsgi-fastrouter] accept(): {e}");
                     return;
                 }
             };
             if self.sessions.len() >= self.max_sessions {
-                eprintln!(
+                log_line!(
                     "[uwsgi-fastrouter] {peer}: {} sessions open (--max-sessions), closed",
                     self.sessions.len()
                 );
@@ -835,7 +947,7 @@ impl App {
                 Interest::READABLE | Interest::WRITABLE,
             );
             if let Err(e) = registered {
-                eprintln!("[uwsgi-fastrouter] {peer}: cannot register the connection: {e}");
+                log_line!("[uwsgi-fastrouter] {peer}: cannot register the connection: {e}");
                 continue;
             }
             self.sessions.insert(
@@ -882,7 +994,7 @@ impl App {
 
     fn close(&mut self, mut session: Session, reason: Option<String>) {
         if let Some(reason) = reason {
-            eprintln!("[uwsgi-fastrouter] {}: {reason}", session.peer);
+            log_line!("[uwsgi-fastrouter] {}: {reason}", session.peer);
         }
         let registry = self.poll.registry();
         let _ = session.client.deregister(registry);
@@ -1063,7 +1175,7 @@ impl App {
     /// Marks the node failed and releases it; `Wait` if another attempt may be made.
     fn fail_over(&mut self, s: &mut Session, lease: Lease, address: &str, why: &str) -> Next {
         s.failures += 1;
-        eprintln!(
+        log_line!(
             "[uwsgi-fastrouter] unable to connect() to node \"{address}\" ({} retries): {why}",
             s.failures - 1
         );
@@ -1168,7 +1280,7 @@ impl App {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("fastrouter: --stats: accept: {e}");
+                    log_line!("fastrouter: --stats: accept: {e}");
                     return;
                 }
             };
