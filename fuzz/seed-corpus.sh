@@ -134,3 +134,43 @@ for hex in "$zerg_vectors"/*.data.hex "$zerg_vectors"/vassal-sos.hex; do
     z=$((z + 1))
 done
 echo "seeded $z zerg vectors into $corpus/zerg_fdpass_frame and 3 reads each into $corpus/zerg_fdpass_client"
+
+# Emperor: `emperor_core_channel` reads a configuration byte, then 3-byte records
+# `[op, a, b]` (op & 15: 0-4 channel byte, 5 EOF, 6-7 time in ms, 8-9 exit, 10 scan, 11
+# event-monitor report/removal, 12 on-demand connection, 13 reload-all, 14-15 failing
+# spawn / shutdown; op >> 4: flags). `session-basic` replays the captured session of
+# `session-basic.tsv` (vassal bytes as raw channel bytes of the first open channel, the
+# emperor's reload as a scan bumping a.ini's mtime, its stop as a scan without a.ini, with
+# the time between lines); `crates/emperor-core/tests/fuzz_regressions.rs` builds the same
+# input. `emperor_core_config_pipe` reads a chunk-profile byte then a config-pipe stream:
+# the captured header `73 c1 00 00` with a 193-byte body, once and twice, under three
+# chunk profiles.
+emperor_vectors="${EMPEROR_VECTORS:-$here/../../shared/vectors/emperor}"
+mkdir -p "$corpus"/emperor_core_{channel,config_pipe}
+awk -F'\t' '
+  /^#/ || NF < 3 { next }
+  {
+    ms = int($1 * 1000 + 0.5); dt = ms - last; last = ms
+    printf "06%02x%02x", dt % 256, int(dt / 256)
+    if ($2 == "V->E") printf "2000%02x", $3
+    else if ($3 == 1) printf "0a0301"
+    else if ($3 == 0) printf "0a0200"
+  }
+  BEGIN { printf "00" }
+  END { printf "\n" }' "$emperor_vectors/session-basic.tsv" | unhex >"$corpus/emperor_core_channel/session-basic"
+# Hand-made runs: a crash loop under short timers (exits, throttle, a late loyal byte);
+# on-demand od.ini (scan, connection, byte 22, exit); broodlord 3 with SOS bytes and zerg
+# exits; pipe.ini (byte 2, a reload); the shutdown with stubborn vassals (kills after the
+# mercy).
+printf '%s' "40080001060a00080001061400080001301001060004" | unhex >"$corpus/emperor_core_channel/seed-crash-loop"
+printf '%s' "000a0b000c0200300204080000060010" | unhex >"$corpus/emperor_core_channel/seed-on-demand"
+printf '%s' "18300006300006310006080200080300060010" | unhex >"$corpus/emperor_core_channel/seed-broodlord"
+printf '%s' "000a0700300201300201" | unhex >"$corpus/emperor_core_channel/seed-pipe"
+printf '%s' "011e0000060030060030080000" | unhex >"$corpus/emperor_core_channel/seed-shutdown"
+header="$(grep -v '^#' "$emperor_vectors/config-pipe-header.hex" | tr -d ' \n')"
+body="$(for _ in 1 2 3 4 5 6 7 8 9; do printf '[uwsgi]\nsocket = :3031\n'; done | head -c 193 | od -An -v -tx1 | tr -d ' \n')"
+for profile in 00 03 06; do
+    printf '%s' "$profile$header$body" | unhex >"$corpus/emperor_core_config_pipe/capture-header-$profile"
+    printf '%s' "$profile$header$body$header$body" | unhex >"$corpus/emperor_core_config_pipe/capture-header-twice-$profile"
+done
+echo "seeded the emperor session and 5 runs into $corpus/emperor_core_channel, 6 streams into $corpus/emperor_core_config_pipe"

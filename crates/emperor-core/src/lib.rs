@@ -58,6 +58,9 @@ pub mod config;
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
 pub mod driver;
 pub mod emperor;
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "mio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
 pub mod link;

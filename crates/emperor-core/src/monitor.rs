@@ -53,6 +53,12 @@ pub trait Monitor {
     fn event_fd(&self) -> Option<BorrowedFd<'_>>;
     /// Reads what made [`Monitor::event_fd`] readable; `true` if a rescan is due.
     fn handle_readable(&mut self) -> bool;
+    /// Whether [`Monitor::event_fd`] reports every change (inotify works and watches
+    /// everything the last scan listed). Such a monitor is rescanned at once on a change
+    /// and only rarely otherwise; the default, `false`, means "rescan every period".
+    fn is_watching(&self) -> bool {
+        false
+    }
 }
 
 /// Parses an `--emperor` value: `dir://PATH`, `glob://PATTERN`, or (as uWSGI does) an
@@ -83,15 +89,18 @@ struct Watcher {
     fd: Option<OwnedFd>,
     watched: BTreeSet<PathBuf>,
     warned: bool,
+    /// A watch could not be added (limit, permission) or the queue overflowed since the
+    /// last scan: the periodic rescan must stay on.
+    incomplete: bool,
 }
 
 impl Watcher {
     fn new(what: &str) -> Self {
         match inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC) {
-            Ok(fd) => Self { fd: Some(fd), watched: BTreeSet::new(), warned: false },
+            Ok(fd) => Self { fd: Some(fd), watched: BTreeSet::new(), warned: false, incomplete: false },
             Err(e) => {
                 warn!("{what}: inotify unavailable ({e}); changes are seen by the periodic rescan only");
-                Self { fd: None, watched: BTreeSet::new(), warned: true }
+                Self { fd: None, watched: BTreeSet::new(), warned: true, incomplete: true }
             }
         }
     }
@@ -115,6 +124,7 @@ impl Watcher {
                 self.watched.insert(dir.to_path_buf());
             }
             Err(rustix::io::Errno::NOSPC) => {
+                self.incomplete = true;
                 if !self.warned {
                     self.warned = true;
                     warn!(
@@ -124,8 +134,17 @@ impl Watcher {
                     );
                 }
             }
-            Err(e) => info!("{what}: cannot watch {}: {e}; the periodic rescan covers it", dir.display()),
+            Err(e) => {
+                self.incomplete = true;
+                info!("{what}: cannot watch {}: {e}; the periodic rescan covers it", dir.display());
+            }
         }
+    }
+
+    /// Whether every change is reported (resets the "incomplete" mark: call it right
+    /// after a full scan re-established the watches).
+    fn healthy(&self) -> bool {
+        self.fd.is_some() && !self.incomplete && !self.watched.is_empty()
     }
 
     fn drain(&mut self) -> bool {
@@ -141,6 +160,10 @@ impl Watcher {
                     if event.events().contains(inotify::ReadFlags::IGNORED) {
                         // A watched directory went away: forget it so it can be watched again.
                         self.watched.clear();
+                        self.incomplete = true;
+                    }
+                    if event.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                        self.incomplete = true;
                     }
                 }
                 Err(_) => break,
@@ -219,6 +242,7 @@ impl Monitor for DirMonitor {
     }
 
     fn scan(&mut self) -> io::Result<Vec<Report>> {
+        self.watcher.incomplete = self.watcher.fd.is_none();
         self.watcher.watch(&self.label, &self.dir);
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
@@ -242,6 +266,10 @@ impl Monitor for DirMonitor {
 
     fn handle_readable(&mut self) -> bool {
         self.watcher.drain()
+    }
+
+    fn is_watching(&self) -> bool {
+        self.watcher.healthy()
     }
 }
 
@@ -287,6 +315,7 @@ impl Monitor for GlobMonitor {
     }
 
     fn scan(&mut self) -> io::Result<Vec<Report>> {
+        self.watcher.incomplete = self.watcher.fd.is_none();
         let prefix = self.fixed_prefix();
         self.watcher.watch(&self.pattern, &prefix);
         let paths = glob::glob(&self.pattern)
@@ -316,6 +345,14 @@ impl Monitor for GlobMonitor {
     fn handle_readable(&mut self) -> bool {
         self.watcher.drain()
     }
+
+    fn is_watching(&self) -> bool {
+        // A wildcard in a directory part can match directories created later, which no
+        // watch covers yet: such patterns keep the periodic rescan.
+        let dir_wildcard =
+            Path::new(&self.pattern).parent().is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[']));
+        self.watcher.healthy() && !dir_wildcard
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +375,7 @@ mod tests {
         let mut m = DirMonitor::new(d, ScanOptions::default())?;
         assert_eq!(names(&m.scan()?), ["a.ini", "link.ini"]);
         assert!(m.event_fd().is_some(), "inotify available here");
+        assert!(m.is_watching(), "a watched directory needs only the safety rescan");
         assert!(!m.handle_readable(), "nothing changed yet");
         std::fs::write(d.join("c.yaml"), "uwsgi:\n")?;
         assert!(m.handle_readable(), "the write is seen without a rescan timer");
@@ -362,6 +400,11 @@ mod tests {
         let r = m.scan()?;
         assert_eq!(names(&r), [d.join("x/app.ini").to_string_lossy().as_ref()]);
         assert_eq!(r[0].on_demand.as_deref(), Some(sockets.join("app.socket").to_string_lossy().as_ref()));
+        assert!(!m.is_watching(), "a wildcard directory part keeps the periodic rescan");
+        let flat = format!("{}/x/*.ini", d.display());
+        let mut m = GlobMonitor::new(&flat, ScanOptions::default())?;
+        m.scan()?;
+        assert!(m.is_watching());
         assert!(from_uri("pg://x", ScanOptions::default()).is_err());
         Ok(())
     }

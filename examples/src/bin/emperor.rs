@@ -13,7 +13,8 @@
 //! | `--emperor DIR\|GLOB\|dir://DIR\|glob://PATTERN` | a monitor (repeatable) |
 //! | `--vassal-bin PATH` | the vassal program (default `uwsgi`; uWSGI's `--emperor-wrapper`) |
 //! | `--emperor-stats ADDR` | stats server (`IP:PORT` or a unix path): uWSGI's JSON, strings escaped |
-//! | `--emperor-freq S` | rescan period (3; inotify sees changes at once) |
+//! | `--emperor-freq S` | rescan period of monitors without a working inotify watch (3) |
+//! | `--emperor-safety-rescan S` | full rescan period of monitors whose inotify watch works (60): inotify triggers a rescan on every change, this is only the safety net |
 //! | `--emperor-throttle MS`, `--emperor-max-throttle MS` | blacklist step and cap (1000, 180000) |
 //! | `--emperor-required-heartbeat S` | kill a vassal whose heartbeats stop (30) |
 //! | `--emperor-curse-tolerance S` | kill a stopping or cursed vassal after (30) |
@@ -60,7 +61,8 @@ fn command() -> Command {
         )
         .arg(Arg::new("vassal-bin").long("vassal-bin").alias("emperor-wrapper").default_value("uwsgi"))
         .arg(Arg::new("emperor-stats").long("emperor-stats").alias("emperor-stats-server").value_name("ADDR"))
-        .arg(num("emperor-freq", "rescan period, seconds (3)"))
+        .arg(num("emperor-freq", "rescan period without inotify, seconds (3)"))
+        .arg(num("emperor-safety-rescan", "full rescan period with inotify, seconds (60)"))
         .arg(num("emperor-throttle", "blacklist step, ms (1000)"))
         .arg(num("emperor-max-throttle", "blacklist cap, ms (180000)"))
         .arg(num("emperor-required-heartbeat", "seconds (30)"))
@@ -140,6 +142,9 @@ fn run(m: &ArgMatches) -> Result<(), String> {
     options.vassal_bin = m.get_one::<String>("vassal-bin").map_or_else(|| "uwsgi".into(), Into::into);
     if let Some(s) = number(m, "emperor-freq")?.filter(|&v| v > 0) {
         options.freq = Duration::from_secs(s);
+    }
+    if let Some(s) = number(m, "emperor-safety-rescan")?.filter(|&v| v > 0) {
+        options.safety_rescan = Duration::from_secs(s);
     }
     options.stats = m.get_one::<String>("emperor-stats").cloned();
     let driver = EmperorDriver::new(config, monitors, options).map_err(|e| e.to_string())?;
