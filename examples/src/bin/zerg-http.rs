@@ -1031,7 +1031,8 @@ fn json_str(s: &str) -> String {
 fn print_line(line: &str) {
     let mut out = io::stdout().lock();
     // A reader that went away is not worth dying for; the server keeps serving.
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    // One write per line: a reader polling the output never sees half a line.
+    let _ = out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush());
 }
 
 fn unix_ms() -> u128 {

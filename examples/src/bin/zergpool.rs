@@ -456,7 +456,8 @@ fn report(pool: &str, event: &Event, events_json: bool) {
     if events_json {
         print_line(&line);
     } else {
-        eprintln!("{line}");
+        // One write per line (eprintln! writes the text and the newline separately).
+        let _ = io::stderr().lock().write_all(format!("{line}\n").as_bytes());
     }
 }
 
@@ -484,7 +485,8 @@ fn json_str(s: &str) -> String {
 fn print_line(line: &str) {
     let mut out = io::stdout().lock();
     // A reader that went away is not worth dying for; the pool keeps serving.
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    // One write per line: a reader polling the output never sees half a line.
+    let _ = out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush());
 }
 
 fn unix_ms() -> u128 {
