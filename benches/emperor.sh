@@ -195,6 +195,23 @@ def application(env, start_response):
     return [b'ok\n']
 EOF
 
+# The vassal program for the reaction test, the same for both emperors (uWSGI:
+# --emperor-wrapper, ours: --vassal-bin): it stamps the moment the emperor exec'd the
+# vassal into LOGDIR/NAME.exec, then becomes uWSGI in place (same pid). The stamp is the
+# emperor's own reaction; the exec-asap stamp adds uWSGI's start-up to it.
+write_wrapper() {
+  local logdir=$1 path=$2
+  cat > "$path" << EOF2
+#!/bin/sh
+for last; do :; done
+name=\${last##*/}
+name=\${name%.ini}
+date +%s.%N >> "$logdir/\$name.exec"
+exec uwsgi "\$@"
+EOF2
+  chmod +x "$path"
+}
+
 # The measuring side, one emperor (or the baseline) per call:
 #   reaction.py emperor IMPL DIR LOGDIR PORT_BASE ITER PAUSE_MIN PAUSE_MAX OUT.tsv
 #   reaction.py baseline DIR LOGDIR PORT N OUT.tsv
@@ -272,6 +289,8 @@ def emperor(impl, d, logdir, port_base, n, pmin, pmax, out_path):
         os.rename(tmp, os.path.join(d, f"{name}.ini"))
         t1 = wait_lines(f"{logdir}/{name}.spawn", 1, 15)
         emit(out, impl, "spawn", i + 1, t1 - t0)
+        t2 = wait_lines(f"{logdir}/{name}.exec", 1, 15)
+        emit(out, impl, "exec", i + 1, t2 - t0)
         http_ok(port, 30)
     print(file=sys.stderr)
 
@@ -325,7 +344,8 @@ open(sys.argv[2], "w").write(reaction.ini(int(sys.argv[3]), sys.argv[4], sys.arg
     "$OUT" "$dir/r.ini" "$PORT_BASE" "$OUT/app.py" "$logdir"
   if [[ $impl == uwsgi ]]; then pmin=0 pmax=3; else pmin=0.1 pmax=0.6; fi
   echo "reaction, $impl (load $(load)):" >&2
-  start_emperor "$impl" "$dir" "$OUT/logs/emperor-$impl-reaction.log"
+  write_wrapper "$logdir" "$OUT/wrapper-$impl.sh"
+  start_emperor "$impl" "$dir" "$OUT/logs/emperor-$impl-reaction.log" "$OUT/wrapper-$impl.sh"
   run python3 "$OUT/reaction.py" emperor "$impl" "$dir" "$logdir" "$PORT_BASE" "$ITER" "$pmin" "$pmax" "$REACTION" ||
     die "reaction test of $impl failed (logs: $OUT/logs/)"
   stop_emperor 60
@@ -377,11 +397,13 @@ stats() {
 }
 if [[ $TESTS == *reaction* ]]; then
   echo
-  echo "Reaction, ms from the change to the vassal's hook (real uWSGI vassals; p99 = nearest rank):"
+  echo "Reaction, ms from the change to the vassal's hook (real uWSGI vassals; p99 = nearest rank)."
+  echo "exec: to the moment the emperor exec'd the vassal (a wrapper's stamp, then uWSGI in place);"
+  echo "spawn: to uWSGI's exec-asap hook (exec + uWSGI's own start-up); reload: to hook-emperor-reload:"
   echo
   echo "| emperor | test | samples | min | p50 | p99 | max | mean |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  for kind in reload spawn; do
+  for kind in reload exec spawn; do
     for impl in $IMPLS; do
       s=$(stats "$impl" "$kind")
       [[ -z $s ]] || { IFS=$'\t' read -r c a b p m e <<< "$s"; echo "| $impl | $kind | $c | $a | $b | $p | $m | $e |"; }
@@ -392,7 +414,7 @@ if [[ $TESTS == *reaction* ]]; then
 fi
 if [[ $IMPLS == *uwsgi* && $IMPLS == *ours* && $TESTS == *reaction* ]]; then
   echo
-  for kind in reload spawn; do
+  for kind in reload exec spawn; do
     u=$(stats uwsgi "$kind") o=$(stats ours "$kind")
     awk -v u="$u" -v o="$o" -v k="$kind" 'BEGIN { split(u, a, "\t"); split(o, b, "\t")
       printf "ours/uWSGI, %s: p50 %.4f, p99 %.4f, mean %.4f\n", k, b[3] / a[3], b[4] / a[4], b[6] / a[6] }'
