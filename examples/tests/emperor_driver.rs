@@ -21,6 +21,7 @@
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the clock and short sleeps")]
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "test code: a failed unwrap is a failed test")]
 
+mod common;
 mod emperor_support;
 
 use std::fmt::Write as _;
@@ -97,17 +98,8 @@ impl Driven {
 
     /// Polls `probe` until it gives a value; panics after `limit` with the events.
     #[track_caller]
-    fn wait<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match probe() {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    panic!("{what}: not within {limit:?}: {why}\n{}", self.report())
-                }
-                Err(_) => thread::sleep(POLL),
-            }
-        }
+    fn wait<T>(&self, limit: Duration, what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+        common::procs::poll_until(limit, what, probe, || self.report())
     }
 
     /// The first event of `vassal` whose kind is named `kind`, from index `from` on.

@@ -41,9 +41,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use emperor_support::{
-    Ev, ProcId, Scene, VASSAL_DEMO, WAIT, children, cmdline, environ, free_port, http_get, http_get_unix,
-    keys_at, local, parse_body, ppid, signal_group, signal_pid, state, stats, stats_raw, stats_vector,
-    touch_later, uwsgi_ini, write_config,
+    EmperorEvents, Ev, ProcId, Scene, VASSAL_DEMO, WAIT, children, cmdline, environ, free_port, http_get,
+    http_get_unix, keys_at, local, parse_body, ppid, signal_group, signal_pid, state, stats, stats_raw,
+    stats_vector, touch_later, uwsgi_ini, write_config,
 };
 
 /// The real uWSGI, as the vassal program of our emperor.
@@ -92,7 +92,9 @@ fn a_real_vassal_is_spawned_loyal_reloaded_in_place_and_destroyed() {
     });
     scene.wait_event(&emperor, i, "alpha.ini", "ready");
     let (i, _) = scene.wait_event(&emperor, i, "alpha.ini", "accepting");
-    scene.check(count(&emperor.events(), "alpha.ini", "loyal") == 0, || "loyal before any request".into());
+    scene.check(count(&emperor.vassal_events(), "alpha.ini", "loyal") == 0, || {
+        "loyal before any request".into()
+    });
 
     // A request: loyal.
     scene.check(served_by(&scene, port, pid) == "one", || "first answer".into());
@@ -117,7 +119,7 @@ fn a_real_vassal_is_spawned_loyal_reloaded_in_place_and_destroyed() {
     scene.wait_text(local(port), "two");
     scene.check(served_by(&scene, port, pid) == "two", || "the same master serves the new config".into());
     scene.check(master.running(), || format!("master {pid} was replaced by the reload"));
-    let events = emperor.events();
+    let events = emperor.vassal_events();
     scene.check(count(&events, "alpha.ini", "reloaded") == 2, || "one reload per change".into());
     for bad in ["died", "respawned", "cursed", "killed"] {
         scene.check(count(&events, "alpha.ini", bad) == 0, || format!("unexpected {bad}"));
@@ -191,7 +193,7 @@ fn a_sigkilled_unloyal_master_is_throttled_then_respawned() {
     scene.wait_text(local(port), "alive");
     scene.check(served_by(&scene, port, new_pid) == "alive", || "the new vassal serves".into());
     scene.wait_event(&emperor, 0, "k.ini", "loyal");
-    let events = emperor.events();
+    let events = emperor.vassal_events();
     scene.check(count(&events, "k.ini", "died") == 1, || "more than one death".into());
     scene.check(!emperor.stderr.contains("Address already in use"), || "the respawn could not bind".into());
     let sleeper = sleeper.join().unwrap();
@@ -224,8 +226,9 @@ fn a_vassal_whose_heartbeats_stop_is_killed_and_respawned() {
     // Heartbeats keep it alive past the required 3 s.
     let until = accepting.at + Duration::from_secs(4);
     thread::sleep(until.saturating_duration_since(Instant::now()));
-    scene
-        .check(count(&emperor.events(), "hb.ini", "heartbeat-missed") == 0, || "killed while beating".into());
+    scene.check(count(&emperor.vassal_events(), "hb.ini", "heartbeat-missed") == 0, || {
+        "killed while beating".into()
+    });
     let master = ProcId::of(pid).unwrap();
     let group: Vec<ProcId> = std::iter::once(pid).chain(children(pid)).filter_map(ProcId::of).collect();
 
@@ -246,7 +249,7 @@ fn a_vassal_whose_heartbeats_stop_is_killed_and_respawned() {
     let (_, respawned) = scene.wait_event(&emperor, i, "hb.ini", "respawned");
     let new_pid = respawned.pid();
     scene.check(new_pid != pid, || "respawned with the dead pid".into());
-    scene.check(count(&emperor.events(), "hb.ini", "throttled") == 0, || {
+    scene.check(count(&emperor.vassal_events(), "hb.ini", "throttled") == 0, || {
         "a loyal vassal was throttled".into()
     });
     scene.check(!master.running() && group.iter().all(|p| !p.running()), || {
@@ -280,7 +283,7 @@ fn an_on_demand_vassal_starts_on_its_first_connection() {
 
     // Nothing runs until a connection comes.
     thread::sleep(Duration::from_secs(1));
-    scene.check(count(&emperor.events(), "lazy.ini", "spawned") == 0, || {
+    scene.check(count(&emperor.vassal_events(), "lazy.ini", "spawned") == 0, || {
         "spawned without a connection".into()
     });
     scene.check(children(emperor.pid()).is_empty(), || format!("children {:?}", children(emperor.pid())));
@@ -299,7 +302,7 @@ fn an_on_demand_vassal_starts_on_its_first_connection() {
     signal_pid(pid, "-KILL");
     let (i, _) = scene.wait_event(&emperor, i, "lazy.ini", "died");
     let (i, _) = scene.wait_event(&emperor, i, "lazy.ini", "on-demand");
-    let events = emperor.events();
+    let events = emperor.vassal_events();
     // Not restarted without its socket (it would die at once: uWSGI has no socket then).
     scene.check(
         count(&events, "lazy.ini", "died") == 1 && count(&events, "lazy.ini", "respawned") == 0,
@@ -314,7 +317,7 @@ fn an_on_demand_vassal_starts_on_its_first_connection() {
     let (_, again) = scene.wait_event(&emperor, i, "lazy.ini", "spawned");
     scene.check(text == "lazy" && again.pid() != pid, || format!("answer {body:?}, {}", again.raw));
     scene.check(ppid(worker) == Some(again.pid()), || format!("worker {worker} is not the new vassal's"));
-    scene.check(count(&emperor.events(), "lazy.ini", "died") == 1, || "the new vassal died".into());
+    scene.check(count(&emperor.vassal_events(), "lazy.ini", "died") == 1, || "the new vassal died".into());
 }
 
 #[test]
@@ -355,7 +358,7 @@ fn a_config_pipe_vassal_reloads_the_new_config() {
         let loads = emperor.stderr.count("getting INI configuration from emperor://pipe.ini");
         scene.check(loads == round + 2, || format!("{loads} config loads after round {round}"));
     }
-    let events = emperor.events();
+    let events = emperor.vassal_events();
     scene.check(count(&events, "pipe.ini", "died") == 0, || "the vassal died".into());
 }
 
@@ -387,7 +390,7 @@ fn sigint_stops_every_real_vassal_and_our_emperor_exits_0() {
     emperor.signal("-INT");
     let status = scene.wait_exit(&emperor, WAIT);
     scene.check(status.code() == Some(0), || format!("our emperor ended with {status}"));
-    let events = emperor.events();
+    let events = emperor.vassal_events();
     for name in names {
         scene.check(count(&events, name, "stopping") == 1, || format!("{name}: stopping"));
         scene.check(count(&events, name, "destroyed") == 1, || format!("{name}: destroyed"));

@@ -15,19 +15,19 @@
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the clock and short sleeps")]
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "test code")]
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
+
+use common::procs::{Proc, is};
 
 const HTTP: &str = env!("CARGO_BIN_EXE_zerg-http");
 const POOL: &str = env!("CARGO_BIN_EXE_zergpool");
@@ -35,132 +35,6 @@ const LOAD: &str = env!("CARGO_BIN_EXE_http-load");
 /// Bound for any one thing to happen (start, attach, exit), generous for a loaded machine.
 const WAIT: Duration = Duration::from_secs(10);
 const NOBODY: u32 = 65534;
-
-/// A running program whose stdout is JSON lines; killed on drop.
-struct Proc {
-    child: Child,
-    name: String,
-    lines: Receiver<Value>,
-    events: Vec<Value>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn start(bin: &str, args: &[String]) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.args(args);
-        Self::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Self {
-        let name = format!("{cmd:?}");
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| json!({ "not-json": line }));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, name, lines, events: Vec::new(), stderr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The first event (from the start) matching `pred`, within [`WAIT`].
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        let mut i = 0;
-        loop {
-            while i < self.events.len() {
-                if pred(&self.events[i]) {
-                    return self.events[i].clone();
-                }
-                i += 1;
-            }
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(v) => self.events.push(v),
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "{}: no {what} within {WAIT:?}; events: {:#?}\nstderr: {}",
-                        self.name,
-                        self.events,
-                        self.stderr()
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "{}: exited before {what}; events: {:#?}\nstderr: {}",
-                        self.name,
-                        self.events,
-                        self.stderr()
-                    )
-                }
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([name, &self.pid().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {WAIT:?}", self.name);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr has `needle` (stderr is read by another thread).
-    fn wait_stderr(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {needle:?} on stderr within {WAIT:?}: {}",
-                self.name,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn is(event: &'static str) -> impl Fn(&Value) -> bool {
-    move |v| v["event"] == event
-}
 
 /// An abstract name unique to this test process and `tag`.
 fn abstract_name(tag: &str) -> String {
@@ -183,8 +57,8 @@ fn args(list: &[&str]) -> Vec<String> {
 fn zerg_http(extra: &[String]) -> (Proc, Value) {
     let mut all = extra.to_vec();
     all.push("--events-json".into());
-    let mut p = Proc::start(HTTP, &all);
-    let listening = p.wait_for("listening", is("listening"));
+    let p = Proc::start(HTTP, &all);
+    let listening = p.wait_for("listening", WAIT, is("listening"));
     assert_eq!(listening["pid"], p.pid(), "{listening}");
     (p, listening)
 }
@@ -242,7 +116,7 @@ fn serves_on_its_own_sockets_tcp_v4_v6_unix_and_abstract() {
     let dir = tempfile::tempdir().unwrap();
     let unix = path_str(&dir.path().join("h.sock"));
     let abs = abstract_name("own");
-    let (mut p, listening) = zerg_http(&args(&[
+    let (p, listening) = zerg_http(&args(&[
         "--http-socket",
         "127.0.0.1:0",
         "--http-socket",
@@ -295,9 +169,9 @@ fn serves_on_its_own_sockets_tcp_v4_v6_unix_and_abstract() {
     assert!(started.elapsed() < Duration::from_secs(15), "--until-file stopped the run");
 
     p.signal("-TERM");
-    let stopped = p.wait_for("stopped", is("stopped"));
+    let stopped = p.wait_for("stopped", WAIT, is("stopped"));
     assert!(stopped["served"].as_u64().unwrap() >= 83, "{stopped}");
-    assert!(p.wait_exit().success(), "{}", p.stderr());
+    assert!(p.expect_exit(WAIT).success(), "{}", p.stderr_text());
 }
 
 #[test]
@@ -305,14 +179,14 @@ fn attaches_to_a_zergpool_and_serves_the_received_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let pool_sock = path_str(&dir.path().join("pool.sock"));
     let unix = path_str(&dir.path().join("app.sock"));
-    let mut pool = Proc::start(
+    let pool = Proc::start(
         POOL,
         &args(&["--zergpool", &format!("{pool_sock}:127.0.0.1:0,{unix}"), "--events-json"]),
     );
-    let pooled = strings(&pool.wait_for("listening", is("listening"))["addrs"]);
+    let pooled = strings(&pool.wait_for("listening", WAIT, is("listening"))["addrs"]);
     // The pool's TCP address is also configured: the received socket is used for it
     // (client::assign), and the other --http-socket is bound.
-    let (mut a, listening) = zerg_http(&args(&[
+    let (a, listening) = zerg_http(&args(&[
         "--zerg",
         &pool_sock,
         "--http-socket",
@@ -325,9 +199,9 @@ fn attaches_to_a_zergpool_and_serves_the_received_sockets() {
     let addrs = strings(&listening["addrs"]);
     assert_eq!(listening["sources"], json!(["zerg", "bound", "zerg"]), "{listening}");
     assert_eq!((addrs[0].as_str(), addrs[2].as_str()), (pooled[0].as_str(), pooled[1].as_str()));
-    let served = pool.wait_for("served", is("served"));
+    let served = pool.wait_for("served", WAIT, is("served"));
     assert_eq!((served["pid"].as_u64(), served["fds"].as_u64()), (Some(u64::from(a.pid())), Some(2)));
-    a.wait_stderr(&format!("uwsgi zerg socket 0 attached to INET address {} fd ", pooled[0]));
+    a.wait_stderr(&format!("uwsgi zerg socket 0 attached to INET address {} fd ", pooled[0]), WAIT);
     // The pool never accepts: every answer comes from the zerg.
     all_from(&pooled[0], 30, a.pid());
     all_from(&pooled[1], 30, a.pid());
@@ -336,8 +210,8 @@ fn attaches_to_a_zergpool_and_serves_the_received_sockets() {
     until_all_answer(&pooled[0], &[a.pid(), b.pid()]);
     // The first stops; the pool's sockets live on in the second.
     a.signal("-INT");
-    a.wait_for("stopped", is("stopped"));
-    assert!(a.wait_exit().success());
+    a.wait_for("stopped", WAIT, is("stopped"));
+    assert!(a.expect_exit(WAIT).success());
     all_from(&pooled[0], 30, b.pid());
     all_from(&pooled[1], 30, b.pid());
 }
@@ -346,13 +220,13 @@ fn attaches_to_a_zergpool_and_serves_the_received_sockets() {
 fn zerg_fallback_binds_the_sockets_itself_and_without_it_a_failed_attach_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing = path_str(&dir.path().join("missing.sock"));
-    let (mut p, listening) =
+    let (p, listening) =
         zerg_http(&args(&["--zerg", &missing, "--zerg-fallback", "--http-socket", "127.0.0.1:0"]));
     assert_eq!(listening["sources"], json!(["bound"]));
-    p.wait_stderr(&format!("--- unable to connect to zerg server {missing} ---"));
+    p.wait_stderr(&format!("--- unable to connect to zerg server {missing} ---"), WAIT);
     all_from(listening["addrs"][0].as_str().unwrap(), 10, p.pid());
     p.signal("-INT");
-    assert!(p.wait_exit().success());
+    assert!(p.expect_exit(WAIT).success());
 
     let mut cmd = Command::new(HTTP);
     cmd.args(["--zerg", &missing, "--http-socket", "127.0.0.1:0"]);
@@ -362,8 +236,8 @@ fn zerg_fallback_binds_the_sockets_itself_and_without_it_a_failed_attach_exits_1
     assert!(stderr.contains(&format!("--- unable to connect to zerg server {missing} ---")), "{stderr}");
     // An empty pool is valid data for our client, but leaves nothing to serve.
     let empty = abstract_name("empty");
-    let mut pool = Proc::start(POOL, &args(&["--zergpool", &format!("{empty}:"), "--events-json"]));
-    pool.wait_for("listening", is("listening"));
+    let pool = Proc::start(POOL, &args(&["--zergpool", &format!("{empty}:"), "--events-json"]));
+    pool.wait_for("listening", WAIT, is("listening"));
     let mut cmd = Command::new(HTTP);
     cmd.args(["--zerg", &empty]);
     let out = common::run_bounded(cmd, None, WAIT);
@@ -377,7 +251,7 @@ fn zerg_server_shares_every_listener_with_a_second_instance() {
     let dir = tempfile::tempdir().unwrap();
     let zs = dir.path().join("zs.sock");
     let unix = path_str(&dir.path().join("h.sock"));
-    let (mut a, listening) = zerg_http(&args(&[
+    let (a, listening) = zerg_http(&args(&[
         "--http-socket",
         "127.0.0.1:0",
         "--http-socket",
@@ -392,7 +266,7 @@ fn zerg_server_shares_every_listener_with_a_second_instance() {
     let (b, b_listening) = zerg_http(&args(&["--zerg", &path_str(&zs), "--text", "b"]));
     assert_eq!(b_listening["addrs"], listening["addrs"]);
     assert_eq!(b_listening["sources"], json!(["zerg", "zerg"]));
-    let served = a.wait_for("zerg-served", is("zerg-served"));
+    let served = a.wait_for("zerg-served", WAIT, is("zerg-served"));
     assert_eq!(served["zerg_server"], path_str(&zs));
     assert_eq!((served["pid"].as_u64(), served["fds"].as_u64()), (Some(u64::from(b.pid())), Some(2)));
     assert_eq!(served["uid"], std::fs::metadata("/proc/self").unwrap().uid());
@@ -401,8 +275,8 @@ fn zerg_server_shares_every_listener_with_a_second_instance() {
     until_all_answer(&unix, &[a.pid(), b.pid()]);
     // A stops: its zerg server goes (the file too); B keeps every socket.
     a.signal("-INT");
-    a.wait_for("stopped", is("stopped"));
-    assert!(a.wait_exit().success(), "{}", a.stderr());
+    a.wait_for("stopped", WAIT, is("stopped"));
+    assert!(a.expect_exit(WAIT).success(), "{}", a.stderr_text());
     assert!(!zs.exists(), "the zerg server socket file is removed");
     all_from(&addrs[0], 50, b.pid());
     all_from(&unix, 50, b.pid());
@@ -417,24 +291,24 @@ fn zerg_server_refuses_a_peer_not_on_the_allow_list() {
     );
     // An abstract name: no file permissions, only the peer check (spec §7).
     let zs = abstract_name("zs");
-    let (mut a, _) = zerg_http(&args(&["--http-socket", "127.0.0.1:0", "--zerg-server", &zs]));
+    let (a, _) = zerg_http(&args(&["--http-socket", "127.0.0.1:0", "--zerg-server", &zs]));
     let mut cmd = Command::new(HTTP);
     cmd.args(["--zerg", &zs]).uid(NOBODY).gid(NOBODY);
     let out = common::run_bounded(cmd, None, WAIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--- invalid data received from zerg-server ---"), "{stderr}");
-    let refused = a.wait_for("zerg-refused", is("zerg-refused"));
+    let refused = a.wait_for("zerg-refused", WAIT, is("zerg-refused"));
     assert_eq!(
         (refused["uid"].as_u64(), refused["reason"].as_str()),
         (Some(u64::from(NOBODY)), Some("not-allowed"))
     );
-    assert!(!a.events.iter().any(is("zerg-served")));
+    assert!(!a.json_lines().iter().any(is("zerg-served")));
 }
 
 #[test]
 fn sigint_finishes_the_request_in_flight_and_refuses_new_connections_at_once() {
-    let (mut p, listening) = zerg_http(&args(&["--http-socket", "127.0.0.1:0"]));
+    let (p, listening) = zerg_http(&args(&["--http-socket", "127.0.0.1:0"]));
     let addr = listening["addrs"][0].as_str().unwrap().to_owned();
     let sa: SocketAddr = addr.parse().unwrap();
     let mut slow = TcpStream::connect_timeout(&sa, WAIT).unwrap();
@@ -446,7 +320,7 @@ fn sigint_finishes_the_request_in_flight_and_refuses_new_connections_at_once() {
     assert!(answer.ends_with(&format!("{} hello\n", p.pid())), "{answer}");
 
     p.signal("-INT");
-    let stopping = p.wait_for("stopping", is("stopping"));
+    let stopping = p.wait_for("stopping", WAIT, is("stopping"));
     assert_eq!(stopping["in_flight"], 1, "{stopping}");
     // The only holder closed its listener: nobody accepts any more.
     let refused = TcpStream::connect_timeout(&sa, WAIT).map(|_| ()).unwrap_err();
@@ -457,29 +331,28 @@ fn sigint_finishes_the_request_in_flight_and_refuses_new_connections_at_once() {
     slow.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with(&format!("{} hello\n", p.pid())), "{answer}");
-    let stopped = p.wait_for("stopped", is("stopped"));
+    let stopped = p.wait_for("stopped", WAIT, is("stopped"));
     assert_eq!(stopped["served"], 2);
-    assert!(p.wait_exit().success(), "{}", p.stderr());
+    assert!(p.expect_exit(WAIT).success(), "{}", p.stderr_text());
 }
 
 #[test]
 fn a_graceful_stop_is_bounded_and_a_second_signal_ends_it() {
     for second_signal in [false, true] {
-        let (mut p, listening) =
-            zerg_http(&args(&["--http-socket", "127.0.0.1:0", "--stop-timeout-ms", "500"]));
+        let (p, listening) = zerg_http(&args(&["--http-socket", "127.0.0.1:0", "--stop-timeout-ms", "500"]));
         let addr = listening["addrs"][0].as_str().unwrap().to_owned();
         let sa: SocketAddr = addr.parse().unwrap();
         let _idle = TcpStream::connect_timeout(&sa, WAIT).unwrap();
         get(&addr, b"GET / HTTP/1.1\r\n\r\n");
         let started = Instant::now();
         p.signal("-TERM");
-        assert_eq!(p.wait_for("stopping", is("stopping"))["in_flight"], 1);
+        assert_eq!(p.wait_for("stopping", WAIT, is("stopping"))["in_flight"], 1);
         if second_signal {
             p.signal("-TERM");
         }
-        let stopped = p.wait_for("stopped", is("stopped"));
+        let stopped = p.wait_for("stopped", WAIT, is("stopped"));
         assert_eq!(stopped["served"], 1);
-        assert!(p.wait_exit().success());
+        assert!(p.expect_exit(WAIT).success());
         let took = started.elapsed();
         if !second_signal {
             assert!(took >= Duration::from_millis(450), "waited for the request in flight: {took:?}");
@@ -503,13 +376,13 @@ fn systemd_socket_activation_provides_the_listeners() {
     );
     let mut cmd = Command::new(python);
     cmd.args(["-c", &script]);
-    let mut p = Proc::spawn(cmd);
-    let listening = p.wait_for("listening", is("listening"));
+    let p = Proc::command(cmd);
+    let listening = p.wait_for("listening", WAIT, is("listening"));
     assert_eq!(listening["sources"], json!(["systemd"]), "{listening}");
     assert_eq!(listening["addrs"], json!([format!("127.0.0.1:{port}")]));
     all_from(&format!("127.0.0.1:{port}"), 20, p.pid());
     p.signal("-INT");
-    assert!(p.wait_exit().success(), "{}", p.stderr());
+    assert!(p.expect_exit(WAIT).success(), "{}", p.stderr_text());
 }
 
 #[test]
@@ -580,7 +453,7 @@ fn http_load_counts_refusals_timeouts_and_bad_answers() {
     );
 
     // The summary's keys come in the documented order.
-    let (mut p, listening) = zerg_http(&args(&["--http-socket", "127.0.0.1:0"]));
+    let (p, listening) = zerg_http(&args(&["--http-socket", "127.0.0.1:0"]));
     let mut cmd = Command::new(LOAD);
     cmd.args(["--target", listening["addrs"][0].as_str().unwrap(), "--requests", "5"]);
     let out = common::run_bounded(cmd, None, WAIT);
@@ -592,5 +465,5 @@ fn http_load_counts_refusals_timeouts_and_bad_answers() {
     assert!(line.starts_with(&expected), "{line}");
     assert!(out.status.success());
     p.signal("-INT");
-    assert!(p.wait_exit().success());
+    assert!(p.expect_exit(WAIT).success());
 }

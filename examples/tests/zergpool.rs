@@ -11,16 +11,14 @@
 #![allow(clippy::disallowed_methods, reason = "tests bound their waits with the clock and short sleeps")]
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "test code")]
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use zerg_fdpass::client::AttachOptions;
@@ -29,137 +27,13 @@ use zerg_fdpass::{ListenAddr, StdListener, ZergAddr};
 
 mod common;
 
+use common::procs::{Proc, is};
+
 const POOL: &str = env!("CARGO_BIN_EXE_zergpool");
 const HTTP: &str = env!("CARGO_BIN_EXE_zerg-http");
 /// Bound for any one thing to happen (start, attach, exit), generous for a loaded machine.
 const WAIT: Duration = Duration::from_secs(10);
 const NOBODY: u32 = 65534;
-
-/// A running program whose stdout is JSON lines; killed on drop.
-struct Proc {
-    child: Child,
-    name: String,
-    lines: Receiver<Value>,
-    events: Vec<Value>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn start(bin: &str, args: &[String]) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.args(args);
-        Self::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Self {
-        let name = format!("{cmd:?}");
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| json!({ "not-json": line }));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, name, lines, events: Vec::new(), stderr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The first event (from the start) matching `pred`, within [`WAIT`].
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        let mut i = 0;
-        loop {
-            while i < self.events.len() {
-                if pred(&self.events[i]) {
-                    return self.events[i].clone();
-                }
-                i += 1;
-            }
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(v) => self.events.push(v),
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "{}: no {what} within {WAIT:?}; events: {:#?}\nstderr: {}",
-                        self.name,
-                        self.events,
-                        self.stderr()
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "{}: exited before {what}; events: {:#?}\nstderr: {}",
-                        self.name,
-                        self.events,
-                        self.stderr()
-                    )
-                }
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([name, &self.pid().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit within {WAIT:?}", self.name);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr has `needle` (stderr is read by another thread).
-    fn wait_stderr(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.stderr().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {needle:?} on stderr within {WAIT:?}: {}",
-                self.name,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn is(event: &'static str) -> impl Fn(&Value) -> bool {
-    move |v| v["event"] == event
-}
 
 /// An abstract name unique to this test process and `tag`.
 fn abstract_name(tag: &str) -> String {
@@ -244,11 +118,14 @@ fn pools_hand_their_lists_to_attaching_zergs_and_sigint_removes_the_pool_sockets
         format!("{}:", path_str(&empty)),
         "--events-json".to_owned(),
     ];
-    let mut pool = Proc::start(POOL, &args);
-    let first = pool.wait_for("listening of pool 1", |v| is("listening")(v) && v["pool"] == path_str(&pool1));
-    let second = pool.wait_for("listening of pool 2", |v| is("listening")(v) && v["pool"] == pool2.as_str());
-    let third =
-        pool.wait_for("listening of the empty pool", |v| is("listening")(v) && v["pool"] == path_str(&empty));
+    let pool = Proc::start(POOL, &args);
+    let first =
+        pool.wait_for("listening of pool 1", WAIT, |v| is("listening")(v) && v["pool"] == path_str(&pool1));
+    let second =
+        pool.wait_for("listening of pool 2", WAIT, |v| is("listening")(v) && v["pool"] == pool2.as_str());
+    let third = pool.wait_for("listening of the empty pool", WAIT, |v| {
+        is("listening")(v) && v["pool"] == path_str(&empty)
+    });
     let addrs = strings(&first["addrs"]);
     assert_eq!(addrs.len(), 4, "{first}");
     assert!(addrs[0].starts_with("127.0.0.1:") && !addrs[0].ends_with(":0"), "{addrs:?}");
@@ -256,8 +133,8 @@ fn pools_hand_their_lists_to_attaching_zergs_and_sigint_removes_the_pool_sockets
     assert_eq!(addrs[2..], [path_str(&unix), abs]);
     assert_eq!(strings(&second["addrs"]).len(), 1);
     assert_eq!(third["addrs"], json!([]));
-    pool.wait_stderr(&format!("zergpool {} bound to TCP socket {} (fd: ", path_str(&pool1), addrs[0]));
-    pool.wait_stderr(&format!("zergpool {} bound to UNIX socket {} (fd: ", path_str(&pool1), addrs[2]));
+    pool.wait_stderr(&format!("zergpool {} bound to TCP socket {} (fd: ", path_str(&pool1), addrs[0]), WAIT);
+    pool.wait_stderr(&format!("zergpool {} bound to UNIX socket {} (fd: ", path_str(&pool1), addrs[2]), WAIT);
     // The default mode of a pool socket: only its owner (and root) can connect.
     assert_eq!(mode(&pool1), 0o600);
 
@@ -267,7 +144,8 @@ fn pools_hand_their_lists_to_attaching_zergs_and_sigint_removes_the_pool_sockets
     for listener in got {
         use_listener(listener);
     }
-    let served = pool.wait_for("served on pool 1", |v| is("served")(v) && v["pool"] == path_str(&pool1));
+    let served =
+        pool.wait_for("served on pool 1", WAIT, |v| is("served")(v) && v["pool"] == path_str(&pool1));
     assert_eq!(served["pid"], std::process::id());
     assert_eq!(served["uid"], my_uid());
     assert_eq!(served["fds"], 4);
@@ -281,14 +159,14 @@ fn pools_hand_their_lists_to_attaching_zergs_and_sigint_removes_the_pool_sockets
     // The empty pool hands over nothing (uWSGI's clients reject that; ours take it).
     assert!(attach_to(&path_str(&empty)).is_empty());
     let served =
-        pool.wait_for("served on the empty pool", |v| is("served")(v) && v["pool"] == path_str(&empty));
+        pool.wait_for("served on the empty pool", WAIT, |v| is("served")(v) && v["pool"] == path_str(&empty));
     assert_eq!(served["fds"], 0);
     // A second attach gets the same sockets again.
     assert_eq!(attach_to(&path_str(&pool1)).len(), 4);
 
     pool.signal("-INT");
-    let status = pool.wait_exit();
-    assert!(status.success(), "{status:?}\n{}", pool.stderr());
+    let status = pool.expect_exit(WAIT);
+    assert!(status.success(), "{status:?}\n{}", pool.stderr_text());
     assert!(!pool1.exists() && !empty.exists(), "the pool sockets are removed");
     assert!(unix.exists(), "the pooled sockets stay for the zergs that hold them");
 }
@@ -306,12 +184,12 @@ fn chmod_socket_applies_to_pool_and_pooled_unix_sockets() {
             "--chmod-socket".to_owned(),
         ];
         args.extend(value.map(str::to_owned));
-        let mut p = Proc::start(POOL, &args);
-        p.wait_for("listening", is("listening"));
+        let p = Proc::start(POOL, &args);
+        p.wait_for("listening", WAIT, is("listening"));
         assert_eq!(mode(&pool), expected, "--chmod-socket {value:?}");
         assert_eq!(mode(&unix), expected, "--chmod-socket {value:?} on the pooled socket (as uWSGI)");
         p.signal("-TERM");
-        assert!(p.wait_exit().success());
+        assert!(p.expect_exit(WAIT).success());
         assert!(!pool.exists());
         std::fs::remove_file(&unix).unwrap();
     }
@@ -323,25 +201,25 @@ fn a_peer_not_on_the_allow_list_is_refused_and_an_allowed_one_is_served() {
     // Abstract pool names have no file permissions, so only the peer check stands
     // between uid 65534 and the sockets (spec §7).
     let name = abstract_name("strict");
-    let mut pool =
+    let pool =
         Proc::start(POOL, &["--zergpool".into(), format!("{name}:127.0.0.1:0"), "--events-json".into()]);
-    pool.wait_for("listening", is("listening"));
+    pool.wait_for("listening", WAIT, is("listening"));
     let mut zerg = Command::new(HTTP);
     zerg.args(["--zerg", &name, "--zerg-timeout", "5"]).uid(NOBODY).gid(NOBODY);
     let out = common::run_bounded(zerg, None, WAIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--- invalid data received from zerg-server ---"), "{stderr}");
-    let refused = pool.wait_for("refused", is("refused"));
+    let refused = pool.wait_for("refused", WAIT, is("refused"));
     assert_eq!(refused["uid"], NOBODY);
     assert_eq!(refused["reason"], "not-allowed");
     assert_eq!(refused["pool"], name.as_str());
     assert!(refused["pid"].as_u64().is_some_and(|p| p > 0), "{refused}");
-    assert!(!pool.events.iter().any(is("served")), "{:#?}", pool.events);
+    assert!(!pool.json_lines().iter().any(is("served")), "{:#?}", pool.json_lines());
 
     // Allowed explicitly: the same zerg attaches and serves.
     let name = abstract_name("allowed");
-    let mut pool = Proc::start(
+    let pool = Proc::start(
         POOL,
         &[
             "--zergpool".into(),
@@ -351,14 +229,14 @@ fn a_peer_not_on_the_allow_list_is_refused_and_an_allowed_one_is_served() {
             "--events-json".into(),
         ],
     );
-    let listening = pool.wait_for("listening", is("listening"));
+    let listening = pool.wait_for("listening", WAIT, is("listening"));
     let mut cmd = Command::new(HTTP);
     cmd.args(["--zerg", &name, "--events-json"]).uid(NOBODY).gid(NOBODY);
-    let mut zerg = Proc::spawn(cmd);
-    let ready = zerg.wait_for("zerg-http listening", is("listening"));
+    let zerg = Proc::command(cmd);
+    let ready = zerg.wait_for("zerg-http listening", WAIT, is("listening"));
     assert_eq!(ready["addrs"], listening["addrs"]);
     assert_eq!(ready["sources"], json!(["zerg"]));
-    let served = pool.wait_for("served", is("served"));
+    let served = pool.wait_for("served", WAIT, is("served"));
     assert_eq!(
         (served["uid"].as_u64(), served["pid"].as_u64()),
         (Some(u64::from(NOBODY)), Some(u64::from(zerg.pid())))
@@ -367,7 +245,7 @@ fn a_peer_not_on_the_allow_list_is_refused_and_an_allowed_one_is_served() {
     let mut options = AttachOptions::default();
     options.timeout = WAIT;
     assert!(attach(&ZergAddr::parse(&name).unwrap(), &options).is_err());
-    let refused = pool.wait_for("refused root", is("refused"));
+    let refused = pool.wait_for("refused root", WAIT, is("refused"));
     assert_eq!(refused["uid"], 0);
 }
 
@@ -408,12 +286,12 @@ fn invalid_options_exit_2_and_a_busy_address_exits_1() {
     }
     // 253 addresses are fine (the most one SCM_RIGHTS message carries).
     let enough = vec!["127.0.0.1:0"; 253].join(",");
-    let mut p = Proc::start(POOL, &["--zergpool".into(), format!("{pool}:{enough}"), "--events-json".into()]);
-    let listening = p.wait_for("listening", is("listening"));
+    let p = Proc::start(POOL, &["--zergpool".into(), format!("{pool}:{enough}"), "--events-json".into()]);
+    let listening = p.wait_for("listening", WAIT, is("listening"));
     assert_eq!(listening["addrs"].as_array().unwrap().len(), 253);
     assert_eq!(attach_to(&pool).len(), 253);
     p.signal("-INT");
-    assert!(p.wait_exit().success());
+    assert!(p.expect_exit(WAIT).success());
 
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();

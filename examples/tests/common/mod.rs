@@ -1,6 +1,8 @@
 //! Helpers shared by the example programs' integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::print_stderr)]
 
+pub mod procs;
+
 use std::path::PathBuf;
 
 /// The absolute path of a required peer program (`uwsgi`, `nginx`, …).

@@ -4,38 +4,34 @@
 //! (`/proc/PID/stat` start time), config files written atomically with a later mtime,
 //! one-shot HTTP requests (TCP or unix socket), the stats JSON and its key skeleton.
 //!
-//! Every wait is bounded ([`WAIT`] unless told); a [`Scene`] stops the processes it started
-//! when it is dropped (SIGCONT + SIGINT, then SIGKILL of each process group after
-//! [`STOP_GRACE`]; vassals of our emperor also die by their parent-death signal, and what
-//! is left in their process groups is killed) and then removes its temporary directory. A
-//! failed wait panics with the tails of every process's output.
+//! The processes, their output and the [`Scene`]'s waits and clean-up are the shared
+//! harness in `common::procs`. Every wait is bounded ([`WAIT`] unless told); a dropped
+//! [`Scene`] also kills what is left in the process groups of our emperor's vassals (they
+//! die by their parent-death signal, but a busy worker can outlive its master). A failed
+//! wait panics with the tails of every process's output.
 #![allow(dead_code, unreachable_pub, reason = "each test file uses a different part of the helpers")]
 
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use crate::common::procs;
+#[allow(unused_imports, reason = "each test file uses a different part of the helpers")]
+pub use crate::common::procs::{Lines, POLL, Proc, STOP_GRACE};
 
 pub const EMPEROR: &str = env!("CARGO_BIN_EXE_emperor");
 pub const VASSAL_DEMO: &str = env!("CARGO_BIN_EXE_vassal-demo");
 
 /// The longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(15);
-/// How often state is polled.
-pub const POLL: Duration = Duration::from_millis(20);
-/// How long a stopped process gets between SIGINT and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Bound on one request (connect, write, read to the end).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,55 +49,7 @@ def application(env, start_response):
     return [body]
 ";
 
-// ----- output lines ----------------------------------------------------------------------
-
-/// Lines of a child's output with their arrival time, filled by a reader thread (a line may
-/// show up a little after the process acted on it: wait for lines, never just look).
-#[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<(Instant, String)>>>, Arc<AtomicBool>);
-
-impl Lines {
-    pub fn follow(from: impl Read + Send + 'static) -> Self {
-        let lines = Self::default();
-        let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(from).lines().map_while(Result::ok) {
-                sink.0.lock().unwrap().push((Instant::now(), line));
-            }
-            sink.1.store(true, Ordering::Release);
-        });
-        lines
-    }
-
-    /// Waits (at most `limit`) until every writer closed the pipe.
-    pub fn wait_closed(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while !self.1.load(Ordering::Acquire) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(POLL);
-        }
-        true
-    }
-
-    pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
-    }
-
-    pub fn count(&self, needle: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
-    }
-
-    pub fn contains(&self, needle: &str) -> bool {
-        self.count(needle) > 0
-    }
-
-    /// Arrival time of the first line containing `needle`.
-    pub fn first(&self, needle: &str) -> Option<Instant> {
-        self.0.lock().unwrap().iter().find(|(_, l)| l.contains(needle)).map(|(at, _)| *at)
-    }
-}
+// ----- events ---------------------------------------------------------------------------
 
 /// One `--events-json` line of our emperor.
 #[derive(Debug, Clone)]
@@ -134,119 +82,34 @@ impl Ev {
     }
 }
 
-// ----- processes -------------------------------------------------------------------------
-
-/// A child process in its own process group, with its stdout and stderr.
-pub struct Proc {
-    pub label: String,
-    child: Mutex<Child>,
-    /// Set once the child is reaped: from then on its pid is never signalled again.
-    exit: Mutex<Option<ExitStatus>>,
-    pub stdout: Lines,
-    pub stderr: Lines,
-}
-
-impl Proc {
-    pub fn spawn(label: &str, mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{label}: cannot start {cmd:?}: {e}"));
-        let stdout = Lines::follow(child.stdout.take().unwrap());
-        let stderr = Lines::follow(child.stderr.take().unwrap());
-        Self { label: label.to_owned(), child: Mutex::new(child), exit: Mutex::new(None), stdout, stderr }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
-    }
-
-    pub fn alive(&self) -> bool {
-        let mut exit = self.exit.lock().unwrap();
-        if exit.is_none() {
-            *exit = self.child.lock().unwrap().try_wait().unwrap();
-        }
-        exit.is_none()
-    }
-
-    /// Sends `signal` (`-INT`, `-TERM`, …) to the process.
-    pub fn signal(&self, signal: &str) {
-        assert!(self.alive(), "{}: already exited, cannot send {signal}", self.label);
-        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {} failed", self.label);
-    }
-
-    /// SIGKILL of the whole process group, then reaps the leader. The group is signalled
-    /// only while its leader is unreaped, so its id cannot belong to anyone else.
-    pub fn kill_group(&self) {
-        let mut exit = self.exit.lock().unwrap();
-        if exit.is_some() {
-            return;
-        }
-        let mut child = self.child.lock().unwrap();
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-        let _ = child.kill();
-        *exit = Some(child.wait().unwrap());
-    }
-
-    /// Waits (at most `limit`) for the process to exit.
-    pub fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while self.alive() {
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(POLL);
-        }
-        *self.exit.lock().unwrap()
-    }
-
+/// Our emperor's `--events-json` lines, on a [`Proc`].
+pub trait EmperorEvents {
     /// Every `--events-json` line so far.
-    pub fn events(&self) -> Vec<Ev> {
-        self.stdout.0.lock().unwrap().iter().filter_map(|(at, l)| Ev::parse(*at, l)).collect()
-    }
+    fn vassal_events(&self) -> Vec<Ev>;
+}
 
-    fn report(&self, out: &mut String) {
-        let state = match *self.exit.lock().unwrap() {
-            Some(status) => format!("exited: {status}"),
-            None => "running".to_owned(),
-        };
-        let _ = writeln!(out, "=== {} (pid {}, {state})", self.label, self.pid());
-        for (name, lines) in [("stderr", &self.stderr), ("stdout", &self.stdout)] {
-            let lines = lines.snapshot();
-            if lines.is_empty() {
-                continue;
-            }
-            let tail = lines.len().saturating_sub(60);
-            let _ = writeln!(out, "--- {name}, last {} of {} lines:", lines.len() - tail, lines.len());
-            for l in lines[tail..].iter().filter(|l| !l.contains("running uWSGI as root")) {
-                let _ = writeln!(out, "{l}");
-            }
-        }
+impl EmperorEvents for Proc {
+    fn vassal_events(&self) -> Vec<Ev> {
+        self.stdout.entries().iter().filter_map(|(at, l)| Ev::parse(*at, l)).collect()
     }
 }
 
-/// One test's processes and temporary directory; dropping it stops the processes, then
-/// removes the directory.
+// ----- scenes ----------------------------------------------------------------------------
+
+/// One test's processes and temporary directory (the generic [`procs::Scene`]); dropping
+/// it stops the processes and what is left of our emperor's vassals, then removes the
+/// directory.
 pub struct Scene {
-    procs: Vec<Rc<Proc>>,
-    dir: tempfile::TempDir,
+    base: procs::Scene,
 }
+
+procs::deref_to_base_scene!(Scene);
 
 impl Scene {
     /// A scene with a fresh temporary directory, readable and traversable by everyone (a
     /// vassal running as another user must reach its config in it).
     pub fn new(prefix: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { procs: Vec::new(), dir }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `name` in the scene's directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Self { base: procs::Scene::new(prefix).with_report(60, Some("running uWSGI as root")) }
     }
 
     /// Creates (mode 0755) and returns the subdirectory `name`.
@@ -267,13 +130,6 @@ impl Scene {
         path
     }
 
-    pub fn spawn(&mut self, label: &str, mut cmd: Command) -> Rc<Proc> {
-        cmd.current_dir(self.dir.path());
-        let proc = Rc::new(Proc::spawn(label, cmd));
-        self.procs.push(Rc::clone(&proc));
-        proc
-    }
-
     /// Our `emperor --events-json ARGS`.
     pub fn emperor(&mut self, args: &[&str]) -> Rc<Proc> {
         let mut cmd = Command::new(EMPEROR);
@@ -281,38 +137,12 @@ impl Scene {
         self.spawn("our emperor", cmd)
     }
 
-    /// Every process's state and output tails, for failure messages.
-    pub fn report(&self) -> String {
-        let mut out = String::new();
-        for p in &self.procs {
-            p.alive();
-            p.report(&mut out);
-        }
-        out
-    }
-
-    /// Polls `probe` every [`POLL`] until it gives a value; panics after `limit` with
-    /// `what`, the probe's last complaint and the report.
-    #[track_caller]
-    pub fn wait<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match probe() {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    panic!("{what}: not within {limit:?}: {why}\n{}", self.report())
-                }
-                Err(_) => thread::sleep(POLL),
-            }
-        }
-    }
-
     /// Waits for the first event `event` of `vassal` among `proc`'s events from index
     /// `from` on; returns its index and the event.
     #[track_caller]
     pub fn wait_event(&self, proc: &Proc, from: usize, vassal: &str, event: &str) -> (usize, Ev) {
         self.wait(WAIT, &format!("{}: event {event} of {vassal} (from #{from})", proc.label), || {
-            let events = proc.events();
+            let events = proc.vassal_events();
             if let Some((i, e)) =
                 events.iter().enumerate().skip(from).find(|(_, e)| e.vassal == vassal && e.event == event)
             {
@@ -331,31 +161,6 @@ impl Scene {
         self.wait(limit, &format!("{}: {needle:?} on stderr", proc.label), || {
             proc.stderr.first(needle).ok_or_else(|| "not yet".to_owned())
         })
-    }
-
-    /// Panics with `message` and the report unless `ok`.
-    #[track_caller]
-    pub fn check(&self, ok: bool, message: impl FnOnce() -> String) {
-        if !ok {
-            panic!("{}\n{}", message(), self.report());
-        }
-    }
-
-    /// Unwraps `result`, or panics with `what`, the error and the report.
-    #[track_caller]
-    pub fn ok<T, E: std::fmt::Display>(&self, result: Result<T, E>, what: &str) -> T {
-        result.unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.report()))
-    }
-
-    /// Waits until `proc` exits by itself; its status.
-    #[track_caller]
-    pub fn wait_exit(&self, proc: &Proc, limit: Duration) -> ExitStatus {
-        let status = proc
-            .wait_exit(limit)
-            .unwrap_or_else(|| panic!("{}: still running after {limit:?}\n{}", proc.label, self.report()));
-        proc.stdout.wait_closed(Duration::from_secs(2));
-        proc.stderr.wait_closed(Duration::from_secs(2));
-        status
     }
 
     /// `GET path` on `addr`: `(pid, text)` of the body; panics with the report on failure.
@@ -378,24 +183,13 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        let live: Vec<&Rc<Proc>> = self.procs.iter().filter(|p| p.alive()).collect();
-        for p in &live {
-            let _ = Command::new("kill").args(["-CONT", &p.pid().to_string()]).status();
-            let _ = Command::new("kill").args(["-INT", &p.pid().to_string()]).status();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while live.iter().any(|p| p.alive()) && Instant::now() < deadline {
-            thread::sleep(POLL);
-        }
-        for p in live {
-            p.kill_group();
-        }
+        self.base.stop_all();
         // Our emperor's vassals lead their own process groups and die with it (parent-death
         // signal), but a worker busy in a request when its master died can outlive it:
         // once the leaders are gone, SIGKILL what is left in their groups (a group id
         // stays taken while it has members, so these are the vassals' own).
         let mut vassals: Vec<u32> =
-            self.procs.iter().flat_map(|p| p.events()).filter_map(|e| e.pid).collect();
+            self.base.procs().iter().flat_map(|p| p.vassal_events()).filter_map(|e| e.pid).collect();
         vassals.sort_unstable();
         vassals.dedup();
         let deadline = Instant::now() + Duration::from_secs(1);

@@ -3,29 +3,28 @@
 //! plugin, a tiny WSGI app), our `zergpool`, `zerg-http` and `http-load`, and one-shot
 //! HTTP and uwsgi requests to any listener address (TCP v4/v6, unix path, abstract).
 //!
-//! Every wait is bounded; a [`Scene`] stops every process it started when it is dropped
-//! (SIGINT, then SIGKILL of the process group after [`STOP_GRACE`]) and then removes its
-//! temporary directory. A failed wait panics with the tails of every process's output.
+//! The processes, their output and the [`Scene`]'s waits and clean-up are the shared
+//! harness in `common::procs`; every wait is bounded, and a failed wait panics with the
+//! tails of every process's output.
 #![allow(dead_code, unreachable_pub, reason = "each test file uses a different part of the helpers")]
 
-use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use zerg_fdpass::ListenAddr;
 
 use crate::common;
+use crate::common::procs;
+#[allow(unused_imports, reason = "each test file uses a different part of the helpers")]
+pub use crate::common::procs::{POLL, Proc};
 
 pub const ZERGPOOL: &str = env!("CARGO_BIN_EXE_zergpool");
 pub const ZERG_HTTP: &str = env!("CARGO_BIN_EXE_zerg-http");
@@ -34,10 +33,6 @@ pub const UWSGI_CURL: &str = env!("CARGO_BIN_EXE_uwsgi-curl");
 
 /// The longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(15);
-/// How often state is polled.
-pub const POLL: Duration = Duration::from_millis(20);
-/// How long a stopped process gets between SIGINT and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Bound on one request (connect, write, read to the end).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,180 +47,27 @@ def application(env, start_response):
     return [body]
 ";
 
-// ----- processes and their output ------------------------------------------------------
+// ----- scenes ----------------------------------------------------------------------------
 
-/// Lines of a child's output with their arrival time, filled by a reader thread (so a
-/// line may show up a little after the process acted on it: wait for lines, never just
-/// look).
-#[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<(Instant, String)>>>, Arc<AtomicBool>);
-
-impl Lines {
-    fn follow(from: impl Read + Send + 'static) -> Self {
-        let lines = Self::default();
-        let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(from).lines().map_while(Result::ok) {
-                sink.0.lock().unwrap().push((Instant::now(), line));
-            }
-            sink.1.store(true, Ordering::Release);
-        });
-        lines
-    }
-
-    /// Waits (at most `limit`) until every writer closed the pipe: every line is in.
-    pub fn wait_closed(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while !self.1.load(Ordering::Acquire) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(POLL);
-        }
-        true
-    }
-
-    pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
-    }
-
-    pub fn contains(&self, needle: &str) -> bool {
-        self.0.lock().unwrap().iter().any(|(_, l)| l.contains(needle))
-    }
-
-    /// The lines that parse as JSON objects with `"event": event`, with their arrival.
-    pub fn events(&self, event: &str) -> Vec<(Instant, Value)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(at, l)| serde_json::from_str::<Value>(l).ok().map(|v| (*at, v)))
-            .filter(|(_, v)| v["event"] == event)
-            .collect()
-    }
-}
-
-/// A child process in its own process group (a uWSGI master and its workers, or one of
-/// our programs), with its stdout and stderr.
-pub struct Proc {
-    pub label: String,
-    child: Mutex<Child>,
-    /// Set once the child is reaped: from then on its pid may be reused and is never
-    /// signalled again.
-    exit: Mutex<Option<ExitStatus>>,
-    pub stdout: Lines,
-    pub stderr: Lines,
-}
-
-impl Proc {
-    fn spawn(label: String, mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{label}: cannot start {cmd:?}: {e}"));
-        let stdout = Lines::follow(child.stdout.take().unwrap());
-        let stderr = Lines::follow(child.stderr.take().unwrap());
-        Self { label, child: Mutex::new(child), exit: Mutex::new(None), stdout, stderr }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
-    }
-
-    pub fn alive(&self) -> bool {
-        let mut exit = self.exit.lock().unwrap();
-        if exit.is_none() {
-            *exit = self.child.lock().unwrap().try_wait().unwrap();
-        }
-        exit.is_none()
-    }
-
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.alive();
-        *self.exit.lock().unwrap()
-    }
-
-    /// Sends `signal` (`-INT`, `-TERM`, …) to the process (a uWSGI master: the instance).
-    pub fn signal(&self, signal: &str) {
-        assert!(self.alive(), "{}: already exited, cannot send {signal}", self.label);
-        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {} failed", self.label);
-    }
-
-    /// SIGKILL of the whole process group, then reaps the leader. The group is signalled
-    /// only while its leader is unreaped, so its id cannot belong to anyone else.
-    pub fn kill_group(&self) {
-        let mut exit = self.exit.lock().unwrap();
-        if exit.is_some() {
-            return;
-        }
-        let mut child = self.child.lock().unwrap();
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-        let _ = child.kill();
-        *exit = Some(child.wait().unwrap());
-    }
-
-    /// Waits (at most `limit`) for the process to exit.
-    pub fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while self.alive() {
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(POLL);
-        }
-        *self.exit.lock().unwrap()
-    }
-
-    /// Our programs' `--events-json` lines named `event`.
-    pub fn events(&self, event: &str) -> Vec<Value> {
-        self.stdout.events(event).into_iter().map(|(_, v)| v).collect()
-    }
-
-    /// For failure messages: the state and the tails of stderr and stdout.
-    fn report(&self, out: &mut String) {
-        let state = match *self.exit.lock().unwrap() {
-            Some(status) => format!("exited: {status}"),
-            None => "running".to_owned(),
-        };
-        let _ = writeln!(out, "=== {} (pid {}, {state})", self.label, self.pid());
-        for (name, lines) in [("stderr", &self.stderr), ("stdout", &self.stdout)] {
-            let lines = lines.snapshot();
-            if lines.is_empty() {
-                continue;
-            }
-            let tail = lines.len().saturating_sub(40);
-            let _ = writeln!(out, "--- {name}, last {} of {} lines:", lines.len() - tail, lines.len());
-            for l in &lines[tail..] {
-                let _ = writeln!(out, "{l}");
-            }
-        }
-    }
-}
-
-/// One test's processes and temporary directory. Dropping it stops every process (SIGINT
-/// to all, then SIGKILL of the groups still there after [`STOP_GRACE`]), then removes the
-/// directory.
+/// One test's processes and temporary directory (the generic [`procs::Scene`], which
+/// stops every process when dropped), plus fresh abstract names and the zerg programs.
 pub struct Scene {
-    procs: Vec<Rc<Proc>>,
-    dir: tempfile::TempDir,
+    base: procs::Scene,
     names: AtomicUsize,
 }
+
+procs::deref_to_base_scene!(Scene);
 
 impl Scene {
     /// A scene with a fresh temporary directory, readable and traversable by everyone
     /// (a uWSGI running as another user must reach the app and the sockets in it).
     pub fn new(prefix: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { procs: Vec::new(), dir, names: AtomicUsize::new(0) }
+        Self { base: procs::Scene::new(prefix), names: AtomicUsize::new(0) }
     }
 
     /// `name` in the scene's directory, as a string.
     pub fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.base.path(name).display().to_string()
     }
 
     /// A fresh abstract socket name, `@zerg-test-PID-N-tag` (nextest runs each test in its
@@ -233,79 +75,6 @@ impl Scene {
     pub fn abstract_name(&self, tag: &str) -> String {
         let n = self.names.fetch_add(1, Ordering::Relaxed);
         format!("@zerg-test-{}-{n}-{tag}", std::process::id())
-    }
-
-    pub fn add(&mut self, proc: Proc) -> Rc<Proc> {
-        let proc = Rc::new(proc);
-        self.procs.push(Rc::clone(&proc));
-        proc
-    }
-
-    pub fn spawn(&mut self, label: &str, mut cmd: Command) -> Rc<Proc> {
-        cmd.current_dir(self.dir.path());
-        self.add(Proc::spawn(label.to_owned(), cmd))
-    }
-
-    /// Every process's state, for failure messages.
-    pub fn report(&self) -> String {
-        let mut out = String::new();
-        for p in &self.procs {
-            p.alive();
-            p.report(&mut out);
-        }
-        out
-    }
-
-    /// Polls `probe` every [`POLL`] until it gives a value; panics after `limit` with
-    /// `what`, the probe's last complaint and the report.
-    pub fn wait<T>(&self, limit: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match probe() {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    panic!("{what}: not within {limit:?}: {why}\n{}", self.report())
-                }
-                Err(_) => thread::sleep(POLL),
-            }
-        }
-    }
-
-    /// Panics with `message` and the report unless `ok`.
-    #[track_caller]
-    pub fn check(&self, ok: bool, message: impl FnOnce() -> String) {
-        if !ok {
-            panic!("{}\n{}", message(), self.report());
-        }
-    }
-
-    /// Unwraps `result`, or panics with `what`, the error and the report.
-    #[track_caller]
-    pub fn ok<T, E: std::fmt::Display>(&self, result: Result<T, E>, what: &str) -> T {
-        result.unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.report()))
-    }
-
-    /// Stops `proc` with `signal` and waits for its exit (at most [`STOP_GRACE`]).
-    pub fn stop(&self, proc: &Proc, signal: &str) -> ExitStatus {
-        proc.signal(signal);
-        match proc.wait_exit(STOP_GRACE) {
-            Some(status) => {
-                proc.stdout.wait_closed(Duration::from_secs(2));
-                proc.stderr.wait_closed(Duration::from_secs(2));
-                status
-            }
-            None => panic!("{}: still running {STOP_GRACE:?} after {signal}\n{}", proc.label, self.report()),
-        }
-    }
-
-    /// Waits until `proc` exits by itself; its status.
-    pub fn wait_exit(&self, proc: &Proc, limit: Duration) -> ExitStatus {
-        let status = proc
-            .wait_exit(limit)
-            .unwrap_or_else(|| panic!("{}: still running after {limit:?}\n{}", proc.label, self.report()));
-        proc.stdout.wait_closed(Duration::from_secs(2));
-        proc.stderr.wait_closed(Duration::from_secs(2));
-        status
     }
 
     // ----- the real uWSGI -----
@@ -437,25 +206,6 @@ impl Scene {
             )
         });
         self.ok(parse_body(&stdout), &format!("uwsgi-curl's body from {target}"))
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        let live: Vec<&Rc<Proc>> = self.procs.iter().filter(|p| p.alive()).collect();
-        for p in &live {
-            // uWSGI with --die-on-term and our programs stop on SIGINT and SIGTERM alike;
-            // a stopped (SIGSTOP) process needs SIGCONT first.
-            let _ = Command::new("kill").args(["-CONT", &p.pid().to_string()]).status();
-            let _ = Command::new("kill").args(["-INT", &p.pid().to_string()]).status();
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while live.iter().any(|p| p.alive()) && Instant::now() < deadline {
-            thread::sleep(POLL);
-        }
-        for p in live {
-            p.kill_group();
-        }
     }
 }
 
