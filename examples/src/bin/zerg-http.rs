@@ -102,7 +102,11 @@ use signal_hook_mio::v1_0::Signals;
 use zerg_fdpass::client::{AttachOptions, Source as Origin, assign};
 use zerg_fdpass::driver::{self, AttachFailure, ServerDriver, SocketFile};
 use zerg_fdpass::server::{Event, Failure, PeerCred, Refusal, ServerConfig};
-use zerg_fdpass::{ListenAddr, Listener, PeerPolicy, StdListener, ZergAddr};
+use zerg_fdpass::{ListenAddr, Listener, StdListener, ZergAddr};
+
+#[path = "../zerg_options.rs"]
+mod zerg_options;
+use zerg_options::{parse_mode, server_config};
 
 /// Exit status for invalid options (clap's own errors exit 2 too).
 const USAGE: u8 = 2;
@@ -922,42 +926,6 @@ fn parse_listen(text: &str) -> Result<ListenAddr, String> {
                 .into())
         }
     }
-}
-
-/// uWSGI's `--chmod-socket` values: `1` means 666, else 3 octal digits (or `0` and 3).
-fn parse_mode(value: &str) -> Option<u32> {
-    if value == "1" {
-        return Some(0o666);
-    }
-    let digits = match value.len() {
-        3 => value,
-        4 => value.strip_prefix('0')?,
-        _ => return None,
-    };
-    if !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok()
-}
-
-/// The `--zerg-server` allow-list from `--zerg-allow-*`.
-fn server_config(m: &ArgMatches) -> ServerConfig {
-    if m.get_flag("zerg-allow-any") {
-        return ServerConfig::new(PeerPolicy::anyone());
-    }
-    let uids: Vec<u32> = m.get_many::<u32>("zerg-allow-uid").into_iter().flatten().copied().collect();
-    let gids: Vec<u32> = m.get_many::<u32>("zerg-allow-gid").into_iter().flatten().copied().collect();
-    if uids.is_empty() && gids.is_empty() {
-        return ServerDriver::default_config();
-    }
-    let mut policy = PeerPolicy::only();
-    for uid in uids {
-        policy = policy.allow_uid(uid);
-    }
-    for gid in gids {
-        policy = policy.allow_gid(gid);
-    }
-    ServerConfig::new(policy)
 }
 
 /// One zerg-server event, as JSON or as a line on stderr.
