@@ -72,7 +72,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -1180,6 +1180,8 @@ fn run_shell(
         .env("LEGION_EVENT", job.hook.name())
         .env("LEGION_SEQ", job.event.seq.to_string())
         .env("LEGION_EPOCH", job.event.epoch.to_string())
+        // Its own process group, so a timeout kills what the shell started too.
+        .process_group(0)
         .spawn()
         .map_err(|e| ActionFailure::Spawn { message: e.to_string() })?;
     let deadline = Instant::now() + timeout;
@@ -1200,7 +1202,10 @@ fn run_shell(
         let now = Instant::now();
         let cancelled = cancel.load(Ordering::SeqCst);
         if cancelled || now >= deadline {
-            // The child may have exited meanwhile; kill and reap either way.
+            // The child may have exited meanwhile; kill its group and reap either way.
+            if let Some(pgid) = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
             return Err(if cancelled {
