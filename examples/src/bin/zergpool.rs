@@ -69,12 +69,12 @@
 )]
 #![allow(clippy::disallowed_methods, reason = "the event loop reads the clock")]
 
-use std::io::{self, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _};
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use mio::{Events, Interest, Poll, Token};
@@ -83,12 +83,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use zerg_fdpass::driver::{ServerDriver, SocketFile};
 use zerg_fdpass::proto::MAX_FDS;
-use zerg_fdpass::server::{Event, Failure, PeerCred, Refusal};
+use zerg_fdpass::server::{Event, PeerCred};
 use zerg_fdpass::{ListenAddr, Listener, ZergAddr};
 
-#[path = "../zerg_options.rs"]
-mod zerg_options;
-use zerg_options::{parse_mode, server_config};
+#[path = "../zerg_common.rs"]
+mod zerg_common;
+use zerg_common::{failure, json_str, log_line, parse_mode, print_line, refusal, server_config, unix_ms};
 
 /// Exit status for invalid options (clap's own errors exit 2 too).
 const USAGE: u8 = 2;
@@ -423,41 +423,8 @@ fn report(pool: &str, event: &Event, events_json: bool) {
     if events_json {
         print_line(&line);
     } else {
-        // One write per line (eprintln! writes the text and the newline separately).
-        let _ = io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+        log_line(&line);
     }
-}
-
-fn refusal(reason: Refusal) -> &'static str {
-    match reason {
-        Refusal::NotAllowed => "not-allowed",
-        Refusal::NoCredentials => "no-credentials",
-        Refusal::Busy => "busy",
-        _ => "other",
-    }
-}
-
-fn failure(reason: Failure) -> &'static str {
-    match reason {
-        Failure::TimedOut => "timed-out",
-        Failure::SendFailed => "send-failed",
-        _ => "other",
-    }
-}
-
-fn json_str(s: &str) -> String {
-    Value::from(s).to_string()
-}
-
-fn print_line(line: &str) {
-    let mut out = io::stdout().lock();
-    // A reader that went away is not worth dying for; the pool keeps serving.
-    // One write per line: a reader polling the output never sees half a line.
-    let _ = out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush());
-}
-
-fn unix_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
 }
 
 #[cfg(test)]
