@@ -104,13 +104,21 @@ use bytes::BytesMut;
 use clap::Parser;
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use subscription_proto::driver::{DriverError, ServerDriver};
 use subscription_proto::server::{Event, FailReason, bucket};
 use subscription_proto::{Algorithm, Endpoint, Lease, Security, ServerConfig, SignCheck};
 use uwsgi_packet::{Decoder, Limits, Vars};
+
+#[path = "../mio_stream.rs"]
+mod mio_stream;
+use mio_stream::Stream;
+
+#[path = "../stats_conn.rs"]
+mod stats_conn;
+use stats_conn::StatsConn;
 
 /// Exit status for invalid options (clap's own errors exit 2 too).
 const USAGE: u8 = 2;
@@ -335,12 +343,6 @@ impl Drop for Listener {
     }
 }
 
-/// A connection, TCP or unix.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
 impl Stream {
     /// `Ok(true)` once connected, `Ok(false)` while connecting, the error if it failed.
     fn connect_status(&self) -> io::Result<bool> {
@@ -355,51 +357,6 @@ impl Stream {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(e),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            Self::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Source for Stream {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.register(registry, token, interests),
-            Self::Unix(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.reregister(registry, token, interests),
-            Self::Unix(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.deregister(registry),
-            Self::Unix(s) => s.deregister(registry),
         }
     }
 }
@@ -536,19 +493,12 @@ enum Next {
     Close(Option<String>),
 }
 
-/// A stats connection being written.
-struct StatsConn {
-    stream: Stream,
-    out: Vec<u8>,
-    written: usize,
-}
-
 struct App {
     poll: Poll,
     server: ServerDriver,
     listeners: Vec<Listener>,
     stats: Option<Listener>,
-    stats_conns: BTreeMap<Token, StatsConn>,
+    stats_conns: BTreeMap<Token, StatsConn<Stream>>,
     next_stats_conn: usize,
     sessions: BTreeMap<usize, Session>,
     next_session: usize,
@@ -1289,7 +1239,7 @@ impl App {
             }
             let token = Token(STATS_CONN_BASE + self.next_stats_conn);
             self.next_stats_conn = (self.next_stats_conn + 1) % (SESSION_BASE - STATS_CONN_BASE);
-            let mut conn = StatsConn { stream, out: self.stats_json().into_bytes(), written: 0 };
+            let mut conn = StatsConn::new(stream, self.stats_json().into_bytes());
             if self.poll.registry().register(&mut conn.stream, token, Interest::WRITABLE).is_ok() {
                 self.stats_conns.insert(token, conn);
                 self.write_stats(token);
@@ -1300,16 +1250,9 @@ impl App {
     /// Writes what is left of a stats document; closes the connection when done.
     fn write_stats(&mut self, token: Token) {
         let Some(conn) = self.stats_conns.get_mut(&token) else { return };
-        while let Some(rest) = conn.out.get(conn.written..).filter(|r| !r.is_empty()) {
-            match conn.stream.write(rest) {
-                Ok(0) => break,
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if let Some(mut conn) = self.stats_conns.remove(&token) {
+        if conn.write_some()
+            && let Some(mut conn) = self.stats_conns.remove(&token)
+        {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
     }

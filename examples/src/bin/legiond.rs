@@ -113,6 +113,10 @@ use serde_json::{Value, json};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+#[path = "../stats_conn.rs"]
+mod stats_conn;
+use stats_conn::StatsConn;
+
 /// Exit status for invalid options (clap's own errors exit 2 too).
 const USAGE: u8 = 2;
 /// Deepest `--ini` nesting (an ini file may name another one).
@@ -496,19 +500,12 @@ struct Running {
     suspension: Option<Duration>,
 }
 
-/// A stats connection being written.
-struct StatsConn {
-    stream: TcpStream,
-    out: Vec<u8>,
-    written: usize,
-}
-
 struct App {
     poll: Poll,
     legions: Vec<Running>,
     events_json: bool,
     stats: Option<TcpListener>,
-    conns: BTreeMap<Token, StatsConn>,
+    conns: BTreeMap<Token, StatsConn<TcpStream>>,
     next_conn: usize,
     signals: Signals,
 }
@@ -732,7 +729,7 @@ impl App {
             out.push(b'\n');
             let token = Token(self.next_conn);
             self.next_conn = self.next_conn.checked_add(1).unwrap_or(FIRST_CONN_TOKEN);
-            let mut conn = StatsConn { stream, out, written: 0 };
+            let mut conn = StatsConn::new(stream, out);
             if self.poll.registry().register(&mut conn.stream, token, Interest::WRITABLE).is_ok() {
                 self.conns.insert(token, conn);
                 self.write_stats(token);
@@ -743,16 +740,9 @@ impl App {
     /// Writes what is left of a stats document; closes the connection when done.
     fn write_stats(&mut self, token: Token) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
-        while let Some(rest) = conn.out.get(conn.written..).filter(|r| !r.is_empty()) {
-            match conn.stream.write(rest) {
-                Ok(0) => break,
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if let Some(mut conn) = self.conns.remove(&token) {
+        if conn.write_some()
+            && let Some(mut conn) = self.conns.remove(&token)
+        {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
     }

@@ -71,11 +71,15 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use clap::Parser;
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
 use uwsgi_packet::{
     BodyError, BodyProgress, DecodeError, Decoder, Header, Limits, OwnedPacket, Status, content_length,
 };
+
+#[path = "../mio_stream.rs"]
+mod mio_stream;
+use mio_stream::Stream;
 
 /// `modifier1` of a PING request (spec §3.3).
 const PING: u8 = 100;
@@ -189,12 +193,6 @@ impl Listener {
     }
 }
 
-/// An accepted connection, TCP or unix.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
 impl Stream {
     fn shutdown_write(&self) {
         // The peer may be gone already; the connection is about to close either way.
@@ -202,51 +200,6 @@ impl Stream {
             Self::Tcp(s) => s.shutdown(Shutdown::Write),
             Self::Unix(s) => s.shutdown(Shutdown::Write),
         };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            Self::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Source for Stream {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.register(registry, token, interests),
-            Self::Unix(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.reregister(registry, token, interests),
-            Self::Unix(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.deregister(registry),
-            Self::Unix(s) => s.deregister(registry),
-        }
     }
 }
 

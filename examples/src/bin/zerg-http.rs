@@ -94,7 +94,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -107,6 +107,10 @@ use zerg_fdpass::{ListenAddr, Listener, StdListener, ZergAddr};
 #[path = "../zerg_common.rs"]
 mod zerg_common;
 use zerg_common::{failure, json_str, log_line, parse_mode, print_line, refusal, server_config, unix_ms};
+
+#[path = "../mio_stream.rs"]
+mod mio_stream;
+use mio_stream::Stream;
 
 /// Exit status for invalid options (clap's own errors exit 2 too).
 const USAGE: u8 = 2;
@@ -400,43 +404,6 @@ impl Listen {
     }
 }
 
-/// An accepted connection.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn source(&mut self) -> &mut dyn Source {
-        match self {
-            Self::Tcp(s) => s,
-            Self::Unix(s) => s,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            Self::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The answers, built once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reply {
@@ -701,8 +668,7 @@ impl App {
     fn add(&mut self, mut stream: Stream) {
         let id = self.next_id;
         self.next_id += 1;
-        if self.poll.registry().register(stream.source(), Token(CONN_BASE + id), Interest::READABLE).is_err()
-        {
+        if self.poll.registry().register(&mut stream, Token(CONN_BASE + id), Interest::READABLE).is_err() {
             return;
         }
         let deadline = Instant::now() + CONN_TIMEOUT;
@@ -724,12 +690,7 @@ impl App {
                 {
                     conn.writable = true;
                     let token = Token(CONN_BASE + id);
-                    if self
-                        .poll
-                        .registry()
-                        .reregister(conn.stream.source(), token, Interest::WRITABLE)
-                        .is_err()
-                    {
+                    if self.poll.registry().reregister(&mut conn.stream, token, Interest::WRITABLE).is_err() {
                         self.close(id);
                     }
                 }
@@ -746,7 +707,7 @@ impl App {
 
     fn close(&mut self, id: usize) {
         if let Some(mut conn) = self.conns.remove(&id) {
-            let _ = self.poll.registry().deregister(conn.stream.source());
+            let _ = self.poll.registry().deregister(&mut conn.stream);
             self.timers.remove(&(conn.deadline, id));
         }
         self.accept_blocked = false;
